@@ -1,0 +1,275 @@
+"""The Codec: one loaded model on one device, compressing and decompressing images.
+
+Data path (one module per stage)::
+
+    image.load -> pad -> g_a * gain -> h_a -> round z -> integer h_s(z) -> round(y - mean)
+        -> entropy.encode -> container.pack                              (compress)
+    container.unpack -> entropy: pop z -> integer h_s(z) -> pop y -> y + mean
+        -> g_s(. * inverse gain) -> crop -> image.to_pil                  (decompress)
+
+Batches: images whose padded sizes agree go through the transforms together (``batch_size`` at a
+time), which is what makes a GPU pay off. Entropy coding is per image on the CPU. Per-image failures
+in a batch are either raised (``on_error="raise"``) or returned in place of the result
+(``on_error="return"``), so one bad file never stops the others.
+
+Quality is a continuous knob from 1 (smallest files) to 8 (best quality); integer values are the
+trained levels, fractional values interpolate between them.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+from typing import Literal, TypeVar
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.nn import functional as F
+
+from . import container, entropy, image
+from .errors import CorruptFileError, UnsupportedFileError, VaecodecError
+from .prior import MEAN_FRAC_BITS
+from .quantize import symbols
+from .weights import DEFAULT_MODEL, LoadedModel, available_models, load_model
+
+QUALITY_MIN, QUALITY_MAX = 1.0, 8.0
+DEFAULT_QUALITY = 5.0
+PAD = 64  # g_a downsamples by 16 and h_a by 4 more
+FileInput = bytes | str | os.PathLike
+T = TypeVar("T")
+
+
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    """'auto' picks CUDA when available, else the CPU."""
+    if str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except RuntimeError:
+        raise VaecodecError(f"unknown device '{device}' (use auto, cpu or cuda)") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise VaecodecError("device 'cuda' requested but no CUDA GPU is available")
+    if dev.type not in ("cpu", "cuda"):
+        raise VaecodecError(f"unsupported device '{device}' (use auto, cpu or cuda)")
+    return dev
+
+
+def check_quality(quality: float) -> float:
+    q = float(quality)
+    if not QUALITY_MIN <= q <= QUALITY_MAX:
+        raise VaecodecError(f"quality must be between {QUALITY_MIN:g} and {QUALITY_MAX:g}, got {q:g}")
+    return round(q, 2)  # the container stores hundredths
+
+
+def _read(src: FileInput) -> bytes:
+    if isinstance(src, bytes | bytearray | memoryview):
+        return bytes(src)
+    try:
+        return Path(src).read_bytes()
+    except FileNotFoundError:
+        raise VaecodecError(f"{src}: no such file") from None
+    except IsADirectoryError:
+        raise VaecodecError(f"{src}: is a directory") from None
+    except OSError as exc:
+        raise VaecodecError(f"{src}: cannot read ({exc.strerror})") from None
+
+
+def _guard(on_error: str, fn: Callable[[], T]) -> T | VaecodecError:
+    try:
+        return fn()
+    except VaecodecError as exc:
+        if on_error == "raise":
+            raise
+        return exc
+
+
+def _chunks(keys: list, batch_size: int) -> Iterable[list[int]]:
+    """Indices grouped by equal key, in chunks of at most batch_size."""
+    groups: dict = defaultdict(list)
+    for i, key in enumerate(keys):
+        if key is not None:
+            groups[key].append(i)
+    for idx in groups.values():
+        for start in range(0, len(idx), batch_size):
+            yield idx[start : start + batch_size]
+
+
+class Codec:
+    """A loaded vaecodec model.
+
+    >>> codec = Codec()                    # shipped default model, CUDA if available
+    >>> data = codec.compress("photo.png", quality=5)
+    >>> codec.decompress(data).save("photo.decoded.png")
+    """
+
+    def __init__(self, model: str | os.PathLike | None = None, device: str | torch.device = "auto"):
+        self.device = resolve_device(device)
+        path = self._model_path(model)
+        try:
+            self.model = load_model(path).to(self.device)
+        except ValueError as exc:
+            raise VaecodecError(str(exc)) from None
+        self._by_id: dict[bytes, LoadedModel] = {self.model.model_id: self.model}
+
+    @staticmethod
+    def _model_path(model: str | os.PathLike | None) -> Path:
+        shipped = available_models()
+        name = DEFAULT_MODEL if model is None else str(model)
+        if name in shipped:
+            return shipped[name]
+        if Path(name).is_file():
+            return Path(name)
+        raise VaecodecError(f"unknown model '{name}' (shipped: {', '.join(shipped) or 'none'})")
+
+    # ---- compression -------------------------------------------------------------------------
+
+    def compress(self, img: image.ImageInput, quality: float = DEFAULT_QUALITY) -> bytes:
+        """Compress one image (path, PIL image or uint8 array) to the bytes of a .vaez file."""
+        return self.compress_batch([img], quality, on_error="raise")[0]
+
+    def compress_batch(
+        self,
+        images: Sequence[image.ImageInput],
+        quality: float = DEFAULT_QUALITY,
+        batch_size: int = 8,
+        on_error: Literal["raise", "return"] = "raise",
+    ) -> list[bytes | VaecodecError]:
+        """Compress many images with one model; results are in input order."""
+        quality = check_quality(quality)
+        pics = [_guard(on_error, lambda src=src: image.load(src)) for src in images]
+        for i, pic in enumerate(pics):
+            if isinstance(pic, image.Picture):
+                pics[i] = _guard(on_error, lambda pic=pic: self._check_size(pic))
+        out: list = [p if isinstance(p, VaecodecError) else None for p in pics]
+        keys = [None if out[i] is not None else self._padded(p.size) for i, p in enumerate(pics)]
+        for idx in _chunks(keys, batch_size):
+            for i, data in zip(idx, self._compress_group([pics[i] for i in idx], quality)):
+                out[i] = data
+        return out
+
+    @staticmethod
+    def _check_size(pic: image.Picture) -> image.Picture:
+        try:
+            container.check_size(*pic.size)
+        except CorruptFileError as exc:
+            raise image.ImageError(str(exc)) from None
+        return pic
+
+    @staticmethod
+    def _padded(size: tuple[int, int]) -> tuple[int, int]:
+        w, h = size
+        return (h + (-h) % PAD, w + (-w) % PAD)
+
+    def _level(self, quality: float, n: int) -> torch.Tensor:
+        return torch.full((n,), quality - QUALITY_MIN, device=self.device)
+
+    @torch.inference_mode()
+    def _compress_group(self, pics: list[image.Picture], quality: float) -> list[bytes]:
+        m = self.model
+        hp, wp = self._padded(pics[0].size)
+        x = torch.stack([self._to_tensor(p, hp, wp) for p in pics]).to(self.device)
+        y = m.g_a(x) * m.gains.gain(self._level(quality, len(pics)))
+        z = symbols(m.h_a(y))
+        mean, index = m.h_s(z)
+        y_sym = symbols(y, mean.double() / 2**MEAN_FRAC_BITS).cpu().numpy()
+        z, index = z.cpu().numpy(), index.cpu().numpy()
+        results = []
+        for i, pic in enumerate(pics):
+            stream, escapes = entropy.encode(m.z_coder, z[i], m.y_coder, y_sym[i], index[i])
+            alpha = image.encode_alpha(pic.alpha) if pic.alpha is not None else b""
+            header = container.Header(m.model_id, pic.mode, quality, *pic.size)
+            results.append(container.pack(header, container.Payload(stream, escapes, alpha)))
+        return results
+
+    @staticmethod
+    def _to_tensor(pic: image.Picture, hp: int, wp: int) -> torch.Tensor:
+        x = torch.from_numpy(pic.rgb.copy()).permute(2, 0, 1).float().div(255)
+        h, w = x.shape[1:]
+        return F.pad(x[None], (0, wp - w, 0, hp - h), mode="replicate")[0]
+
+    # ---- decompression -----------------------------------------------------------------------
+
+    def decompress(self, data: FileInput) -> Image.Image:
+        """Decode .vaez bytes (or a path to a .vaez file) to a PIL image in its original mode."""
+        return self.decompress_batch([data], on_error="raise")[0]
+
+    def decompress_batch(
+        self,
+        files: Sequence[FileInput],
+        batch_size: int = 8,
+        on_error: Literal["raise", "return"] = "raise",
+    ) -> list[Image.Image | VaecodecError]:
+        """Decode many .vaez files; results are in input order."""
+        parsed = [_guard(on_error, lambda f=f: self._parse(f)) for f in files]
+        out: list = [p if isinstance(p, VaecodecError) else None for p in parsed]
+        latents = [None if out[i] else _guard(on_error, lambda p=p: self._decode_latents(*p))
+                   for i, p in enumerate(parsed)]
+        keys = []
+        for i, lat in enumerate(latents):
+            if isinstance(lat, VaecodecError):
+                out[i] = lat
+            keys.append(None if out[i] is not None else (parsed[i][1].model_id, lat.shape))
+        for idx in _chunks(keys, batch_size):
+            pixels = self._synthesize(parsed[idx[0]][0], [parsed[i][1] for i in idx],
+                                      torch.stack([latents[i] for i in idx]))
+            for i, rgb in zip(idx, pixels):
+                header, payload = parsed[i][1], parsed[i][2]
+                alpha = (image.decode_alpha(payload.alpha, header.width, header.height)
+                         if payload.alpha else None)
+                out[i] = image.to_pil(image.Picture(rgb, header.mode, alpha))
+        return out
+
+    def _parse(self, src: FileInput) -> tuple[LoadedModel, container.Header, container.Payload]:
+        header, payload = container.unpack(_read(src))
+        return self.model_for(header.model_id), header, payload
+
+    def model_for(self, model_id: bytes) -> LoadedModel:
+        """The shipped model a file was made with, or UnsupportedFileError saying which it needs."""
+        if model_id in self._by_id:
+            return self._by_id[model_id]
+        for path in available_models().values():
+            try:
+                candidate = load_model(path)
+            except ValueError:
+                continue
+            if candidate.model_id == model_id:
+                self._by_id[model_id] = candidate.to(self.device)
+                return self._by_id[model_id]
+        from . import __version__
+
+        shipped = ", ".join(f"{n.name} ({n.model_id.hex()})" for n in self._by_id.values())
+        raise UnsupportedFileError(
+            f"file was made with model {model_id.hex()}, which vaecodec {__version__} does not ship "
+            f"(it has {shipped})")
+
+    @torch.inference_mode()
+    def _decode_latents(self, m: LoadedModel, header: container.Header,
+                        payload: container.Payload) -> torch.Tensor:
+        """Entropy-decode a file's y_hat (M, H/16, W/16) as float32 on the device."""
+        hp, wp = self._padded((header.width, header.height))
+        dec = entropy.StreamDecoder(payload.stream, payload.escapes)
+        z = dec.z(m.z_coder, (m.config.n, hp // PAD, wp // PAD))
+        mean, index = m.h_s(torch.from_numpy(z)[None].to(self.device))
+        y = dec.y(m.y_coder, index[0].cpu().numpy())
+        y_hat = torch.from_numpy(y).to(self.device).double() + mean[0].double() / 2**MEAN_FRAC_BITS
+        return y_hat.float()
+
+    @torch.inference_mode()
+    def _synthesize(self, m: LoadedModel, headers: list[container.Header],
+                    y_hat: torch.Tensor) -> list[np.ndarray]:
+        level = torch.tensor([h.quality - QUALITY_MIN for h in headers], device=self.device)
+        x = m.g_s(y_hat * m.gains.inverse_gain(level))
+        x = torch.round(x.clamp(0, 1) * 255).to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+        return [np.ascontiguousarray(x[i, : h.height, : h.width]) for i, h in enumerate(headers)]
+
+    # ---- inspection --------------------------------------------------------------------------
+
+    @staticmethod
+    def info(data: FileInput) -> tuple[container.Header, int]:
+        """Header of a .vaez file (verified, checksum included) and its total size in bytes."""
+        raw = _read(data)
+        header, _ = container.unpack(raw)
+        return header, len(raw)

@@ -1,0 +1,136 @@
+"""The .vaez container: a small header, the coded streams, and a CRC32 over everything.
+
+Layout (all multi-byte integers little-endian; ``varint`` is unsigned LEB128); see docs/format.md:
+
+====== ======= ====================================================================
+offset size    field
+====== ======= ====================================================================
+0      4       magic ``b"VAEZ"``
+4      1       format version (this module writes FORMAT_VERSION)
+5      8       model id: first 8 bytes of the SHA-256 of the model's tensors
+13     1       colour mode: 0 RGB, 1 L (grey), 2 RGBA, 3 LA
+14     2       quality x 100 (uint16), e.g. 350 for quality 3.5
+16     varint  width in pixels (>= 1)
+.      varint  height in pixels (>= 1)
+.      varint  length of the ANS stream in bytes (multiple of 4)
+.      varint  length of the escape stream in bytes
+.      varint  length of the alpha stream in bytes (0 unless the mode has alpha)
+.      4       CRC32 of every byte before it and of the payload that follows
+.      ...     payload: ANS stream, escape stream, alpha stream (a PNG of the alpha plane)
+====== ======= ====================================================================
+
+Parsing checks, in order: magic, version, field ranges, that the file is exactly as long as the
+header says (truncation / trailing bytes), then the CRC. Only then is the model looked up, so a
+damaged model id reads as corruption, while an intact file from another model says which model it
+needs.
+"""
+
+from __future__ import annotations
+
+import struct
+import zlib
+from dataclasses import dataclass
+
+from .errors import CorruptFileError, UnsupportedFileError
+
+MAGIC = b"VAEZ"
+FORMAT_VERSION = 1
+MODES = ("RGB", "L", "RGBA", "LA")
+MAX_SIDE = 65535
+MAX_PIXELS = 1 << 26  # 67 MP: bounds the memory a (possibly hostile) file can make the decoder use
+_FIXED = struct.Struct("<4sB8sBH")
+
+
+@dataclass(frozen=True)
+class Header:
+    model_id: bytes
+    mode: str
+    quality: float
+    width: int
+    height: int
+    version: int = FORMAT_VERSION
+
+
+@dataclass(frozen=True)
+class Payload:
+    stream: bytes
+    escapes: bytes
+    alpha: bytes
+
+
+def check_size(width: int, height: int) -> None:
+    """Refuse dimensions outside what the format and the decoder's memory bound allow."""
+    if not (1 <= width <= MAX_SIDE and 1 <= height <= MAX_SIDE):
+        raise CorruptFileError(f"image size {width}x{height} is outside 1..{MAX_SIDE} per side")
+    if width * height > MAX_PIXELS:
+        raise CorruptFileError(f"image of {width}x{height} pixels exceeds the {MAX_PIXELS} pixel limit")
+
+
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte, value = value & 0x7F, value >> 7
+        out.append(byte | (0x80 if value else 0))
+        if not value:
+            return bytes(out)
+
+
+def _read_varint(data: bytes, pos: int) -> tuple[int, int]:
+    value = 0
+    for i in range(5):  # 35 bits is plenty for any field; longer means corruption
+        if pos >= len(data):
+            raise CorruptFileError("file is truncated inside the header")
+        byte = data[pos]
+        pos += 1
+        value |= (byte & 0x7F) << (7 * i)
+        if not byte & 0x80:
+            return value, pos
+    raise CorruptFileError("malformed header field")
+
+
+def pack(header: Header, payload: Payload) -> bytes:
+    quality = round(header.quality * 100)
+    if not 0 <= quality <= 0xFFFF:
+        raise ValueError(f"quality {header.quality} cannot be stored")
+    head = _FIXED.pack(MAGIC, FORMAT_VERSION, header.model_id, MODES.index(header.mode), quality)
+    head += b"".join(_varint(v) for v in (header.width, header.height, len(payload.stream),
+                                          len(payload.escapes), len(payload.alpha)))
+    body = payload.stream + payload.escapes + payload.alpha
+    crc = zlib.crc32(body, zlib.crc32(head))
+    return head + struct.pack("<I", crc) + body
+
+
+def unpack(data: bytes) -> tuple[Header, Payload]:
+    """Parse and verify a .vaez file; raises CorruptFileError / UnsupportedFileError."""
+    if len(data) < len(MAGIC) or data[: len(MAGIC)] != MAGIC:
+        raise CorruptFileError("not a .vaez file (bad magic bytes)")
+    if len(data) < _FIXED.size:
+        raise CorruptFileError("file is truncated inside the header")
+    _, version, model_id, mode, quality = _FIXED.unpack_from(data)
+    if version != FORMAT_VERSION:
+        newer = "a newer" if version > FORMAT_VERSION else "an unknown"
+        raise UnsupportedFileError(f"format version {version} comes from {newer} vaecodec; "
+                                   f"this version reads format {FORMAT_VERSION}")
+    if mode >= len(MODES):
+        raise CorruptFileError(f"unknown colour mode {mode}")
+    pos = _FIXED.size
+    fields = []
+    for _ in range(5):
+        value, pos = _read_varint(data, pos)
+        fields.append(value)
+    width, height, n_stream, n_esc, n_alpha = fields
+    check_size(width, height)
+    if (n_alpha > 0) != (MODES[mode] in ("RGBA", "LA")):
+        raise CorruptFileError("alpha stream does not match the colour mode")
+    end = pos + 4 + n_stream + n_esc + n_alpha
+    if len(data) < end:
+        raise CorruptFileError(f"file is truncated ({len(data)} of {end} bytes)")
+    if len(data) > end:
+        raise CorruptFileError(f"file has {len(data) - end} unexpected trailing bytes")
+    (crc,) = struct.unpack_from("<I", data, pos)
+    body = data[pos + 4 :]
+    if zlib.crc32(body, zlib.crc32(data[:pos])) != crc:
+        raise CorruptFileError("checksum mismatch: the file is damaged")
+    header = Header(model_id, MODES[mode], quality / 100, width, height, version)
+    payload = Payload(body[:n_stream], body[n_stream : n_stream + n_esc], body[n_stream + n_esc :])
+    return header, payload

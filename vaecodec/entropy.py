@@ -1,0 +1,236 @@
+"""Entropy coding of the integer latents with constriction's ANS coder against integer PMF tables.
+
+Tables
+------
+Every probability the coder uses comes from a :class:`TableSet`: a list of integer PMFs, each over a
+contiguous range of values ``offset .. offset + length - 2`` plus one final *escape* entry. The
+integers are computed once, at export time, and stored with the weights; nothing is recomputed from
+floats at load time, so encoder and decoder use bit-identical models on every machine.
+
+A table with ``n`` entries ``q`` (integers >= 0, ``sum(q) == 2**24 - n``) is handed to constriction
+as ``Categorical(q, perfect=False)``, which then represents exactly the PMF ``(q + 1) / 2**24``:
+every entry, escape included, has non-zero probability, so any symbol is encodable.
+
+z uses one table per channel (the tabulated factorized density); y uses one table per scale index
+(a zero-mean discretized Gaussian for each of the 64 fixed scales), and its symbols are
+``round(y - mean)`` with the mean from the integer h_s.
+
+Streams
+-------
+Symbols are grouped by table and each group is coded with a single ``encode_reverse`` call, which is
+several times faster than coding symbol by symbol with per-symbol models. One ANS stack holds z and
+y: y groups are pushed first and z groups last, so the decoder pops z first, runs h_s on it to learn
+each y symbol's table, then pops the y groups. Within a group, symbols are in raster order
+(channel, row, column) of the latent tensor.
+
+Values outside a table's range are coded as the escape entry; the actual value goes to a separate
+escape stream (zigzag LEB128 varints) in decode order. So no input, however extreme, can make
+encoding fail.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import constriction
+import numpy as np
+
+from .errors import CorruptFileError
+
+PRECISION = 24
+TOTAL = 1 << PRECISION
+MAX_TABLE_LENGTH = 1 << 16
+
+
+def quantize_pmf(probs: np.ndarray, tail: float) -> np.ndarray:
+    """Float probabilities of a range of values plus the escape (tail) mass -> integer table.
+
+    Returns int64 ``q`` of length ``len(probs) + 1`` with ``sum(q) == 2**24 - len(q)``: floor of
+    the scaled probabilities, with the remainder given to the largest fractional parts (ties broken
+    by position, so the result is deterministic).
+    """
+    p = np.append(np.asarray(probs, dtype=np.float64), max(float(tail), 0.0))
+    p = np.clip(p, 0, None)
+    p /= p.sum()
+    budget = TOTAL - len(p)
+    scaled = p * budget
+    q = np.floor(scaled).astype(np.int64)
+    rest = budget - int(q.sum())
+    order = np.argsort(-(scaled - q), kind="stable")
+    q[order[:rest]] += 1
+    return q
+
+
+@dataclass
+class TableSet:
+    """Integer PMF tables stored back to back: table ``t`` covers values ``offsets[t] ..
+    offsets[t] + lengths[t] - 2``, and its last entry is the escape."""
+
+    offsets: np.ndarray  # int64 (T,)
+    lengths: np.ndarray  # int64 (T,)
+    pmfs: np.ndarray  # int64 (sum(lengths),)
+
+    @classmethod
+    def from_tables(cls, tables: list[tuple[int, np.ndarray]]) -> TableSet:
+        """From (offset, q) pairs as returned with :func:`quantize_pmf`."""
+        return cls(
+            np.array([o for o, _ in tables], dtype=np.int64),
+            np.array([len(q) for _, q in tables], dtype=np.int64),
+            np.concatenate([q for _, q in tables]).astype(np.int64),
+        )
+
+    def validate(self) -> None:
+        """Refuse tables that constriction would not represent exactly (e.g. damaged weights)."""
+        if len(self.offsets) != len(self.lengths) or int(self.lengths.sum()) != len(self.pmfs):
+            raise ValueError("entropy tables: inconsistent sizes")
+        if (self.lengths < 2).any() or (self.lengths > MAX_TABLE_LENGTH).any() or (self.pmfs < 0).any():
+            raise ValueError("entropy tables: bad table length or negative entry")
+        for t, q in enumerate(self.split()):
+            if int(q.sum()) != TOTAL - len(q):
+                raise ValueError(f"entropy tables: table {t} does not sum to 2**24 - n")
+
+    def split(self) -> list[np.ndarray]:
+        return np.split(self.pmfs, np.cumsum(self.lengths)[:-1])
+
+    def models(self) -> list:
+        """One constriction Categorical per table (built once per loaded model)."""
+        cat = constriction.stream.model.Categorical
+        return [cat(q.astype(np.float64), perfect=False) for q in self.split()]
+
+    def bits(self, values: np.ndarray, table: np.ndarray) -> float:
+        """Ideal code length (bits) of values under the tables, escapes' payload excluded."""
+        idx = np.clip(values - self.offsets[table], 0, self.lengths[table] - 1)
+        start = np.concatenate([[0], np.cumsum(self.lengths)[:-1]])
+        return float(-np.log2((self.pmfs[start[table] + idx] + 1) / TOTAL).sum())
+
+
+class TableCoder:
+    """A TableSet together with its constriction models, ready to code grouped symbols."""
+
+    def __init__(self, tables: TableSet) -> None:
+        tables.validate()
+        self.tables = tables
+        self.models = tables.models()
+
+    def to_groups(self, values: np.ndarray, table: np.ndarray) -> tuple[list[np.ndarray], list[int]]:
+        """Flat values and their table indices -> per-table int32 symbol arrays, plus the escaped
+        values in decode order (ascending table, raster order within a table)."""
+        order = np.argsort(table, kind="stable")
+        counts = np.bincount(table, minlength=len(self.models))
+        groups, escapes = [], []
+        for t, part in enumerate(np.split(order, np.cumsum(counts)[:-1])):
+            sym = values[part] - self.tables.offsets[t]
+            esc = self.tables.lengths[t] - 1
+            out = (sym < 0) | (sym >= esc)
+            escapes.extend(values[part][out].tolist())
+            groups.append(np.where(out, esc, sym).astype(np.int32))
+        return groups, escapes
+
+    def push(self, coder, groups: list[np.ndarray]) -> None:
+        """Encode groups so that :meth:`pop` returns them in ascending table order."""
+        for t in reversed(range(len(groups))):
+            if len(groups[t]):
+                coder.encode_reverse(groups[t], self.models[t])
+
+    def pop(self, decoder, table: np.ndarray, escapes: EscapeReader) -> np.ndarray:
+        """Decode the values whose table indices are ``table`` (flat), consuming escapes."""
+        values = np.empty(len(table), dtype=np.int64)
+        order = np.argsort(table, kind="stable")
+        counts = np.bincount(table, minlength=len(self.models))
+        if len(counts) > len(self.models):
+            raise CorruptFileError("table index out of range")
+        for t, part in enumerate(np.split(order, np.cumsum(counts)[:-1])):
+            if not len(part):
+                continue
+            sym = np.asarray(decoder.decode(self.models[t], len(part)), dtype=np.int64)
+            esc = self.tables.lengths[t] - 1
+            vals = sym + self.tables.offsets[t]
+            where = np.flatnonzero(sym == esc)
+            if len(where):
+                vals[where] = escapes.take(len(where))
+            values[part] = vals
+        return values
+
+
+def write_varints(values: list[int]) -> bytes:
+    """Zigzag LEB128 encoding of signed integers."""
+    out = bytearray()
+    for v in values:
+        u = (v << 1) ^ (v >> 63) if v < 0 else v << 1
+        while True:
+            byte = u & 0x7F
+            u >>= 7
+            out.append(byte | (0x80 if u else 0))
+            if not u:
+                break
+    return bytes(out)
+
+
+class EscapeReader:
+    """Reads the zigzag varints of the escape stream, refusing anything malformed."""
+
+    MAX_BYTES = 10
+
+    def __init__(self, data: bytes) -> None:
+        self.data, self.pos = data, 0
+
+    def take(self, count: int) -> np.ndarray:
+        out = np.empty(count, dtype=np.int64)
+        for i in range(count):
+            u, shift = 0, 0
+            while True:
+                if self.pos >= len(self.data) or shift >= 7 * self.MAX_BYTES:
+                    raise CorruptFileError("escape stream is truncated or malformed")
+                byte = self.data[self.pos]
+                self.pos += 1
+                u |= (byte & 0x7F) << shift
+                shift += 7
+                if not byte & 0x80:
+                    break
+            out[i] = (u >> 1) ^ -(u & 1)
+        return out
+
+    def finish(self) -> None:
+        if self.pos != len(self.data):
+            raise CorruptFileError("escape stream has trailing bytes")
+
+
+def encode(z_coder: TableCoder, z: np.ndarray, y_coder: TableCoder, y: np.ndarray,
+           y_table: np.ndarray) -> tuple[bytes, bytes]:
+    """Code z (C, h, w) with one table per channel and y (M, H, W) with tables ``y_table``.
+
+    Returns (ANS stream, escape stream).
+    """
+    z_table = np.broadcast_to(np.arange(z.shape[0])[:, None, None], z.shape).ravel()
+    z_groups, z_esc = z_coder.to_groups(z.ravel(), z_table)
+    y_groups, y_esc = y_coder.to_groups(y.ravel(), y_table.ravel())
+    coder = constriction.stream.stack.AnsCoder()
+    y_coder.push(coder, y_groups)
+    z_coder.push(coder, z_groups)
+    words = coder.get_compressed()
+    return words.astype("<u4").tobytes(), write_varints(z_esc + y_esc)
+
+
+class StreamDecoder:
+    """Decoding side of :func:`encode`, in two steps because y's tables depend on z."""
+
+    def __init__(self, stream: bytes, escapes: bytes) -> None:
+        if len(stream) % 4:
+            raise CorruptFileError("ANS stream length is not a multiple of 4 bytes")
+        words = np.frombuffer(stream, dtype="<u4").astype(np.uint32)
+        try:
+            self.decoder = constriction.stream.stack.AnsCoder(words)
+        except BaseException as exc:  # constriction panics surface as PanicException
+            raise CorruptFileError(f"ANS stream rejected ({exc})") from None
+        self.escapes = EscapeReader(escapes)
+
+    def z(self, z_coder: TableCoder, shape: tuple[int, int, int]) -> np.ndarray:
+        table = np.broadcast_to(np.arange(shape[0])[:, None, None], shape).ravel()
+        return z_coder.pop(self.decoder, table, self.escapes).reshape(shape)
+
+    def y(self, y_coder: TableCoder, y_table: np.ndarray) -> np.ndarray:
+        values = y_coder.pop(self.decoder, y_table.ravel(), self.escapes).reshape(y_table.shape)
+        if not self.decoder.is_empty():
+            raise CorruptFileError("ANS stream has data left after the last symbol")
+        self.escapes.finish()
+        return values

@@ -1,0 +1,110 @@
+"""Analysis and synthesis transforms: image <-> latent y.
+
+These are ordinary float networks. They may differ by a few ULPs between CPU and GPU; that only moves
+decoded pixels by tiny amounts and never affects decodability, because nothing here decides a
+probability (see :mod:`vaecodec.prior` for the part that does).
+
+Architecture (Ballé et al. 2018 / Minnen et al. 2018, "mean-scale hyperprior"): four stride-2 5x5
+convolutions with a simplified GDN between them (Johnston et al. 2019, ``x / (beta + gamma |x|)``),
+which is cheaper than the square-root GDN and compresses as well.
+
+Variable rate (Cui et al. 2021, "Asymmetric gained deep image compression"): one gain vector per
+quality level multiplies y channel-wise before quantization, and an inverse gain vector undoes it
+before synthesis. A larger gain means a finer effective quantization step, i.e. higher quality.
+Fractional quality levels interpolate the log-gains, which gives a continuous quality knob from a
+single trained model.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+
+class SimplifiedGDN(nn.Module):
+    """``y = x / (beta + gamma @ |x|)`` (or its inverse, ``x * (...)``), per pixel across channels.
+
+    beta and gamma are kept non-negative by storing their square roots.
+    """
+
+    def __init__(self, channels: int, inverse: bool = False) -> None:
+        super().__init__()
+        self.inverse = inverse
+        self.beta_sqrt = nn.Parameter(torch.ones(channels))
+        self.gamma_sqrt = nn.Parameter(math.sqrt(0.1) * torch.eye(channels))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        beta = self.beta_sqrt.square() + 1e-6
+        gamma = self.gamma_sqrt.square()[:, :, None, None]
+        norm = F.conv2d(x.abs(), gamma, beta)
+        return x * norm if self.inverse else x / norm
+
+
+def _conv(cin: int, cout: int, k: int = 5, stride: int = 2) -> nn.Conv2d:
+    return nn.Conv2d(cin, cout, k, stride=stride, padding=k // 2)
+
+
+def _deconv(cin: int, cout: int, k: int = 5, stride: int = 2) -> nn.ConvTranspose2d:
+    return nn.ConvTranspose2d(cin, cout, k, stride=stride, padding=k // 2, output_padding=stride - 1)
+
+
+class AnalysisTransform(nn.Sequential):
+    """g_a: RGB in [0, 1], shape (B, 3, H, W) with H, W multiples of 16 -> y, (B, M, H/16, W/16)."""
+
+    def __init__(self, n: int, m: int) -> None:
+        super().__init__(
+            _conv(3, n), SimplifiedGDN(n),
+            _conv(n, n), SimplifiedGDN(n),
+            _conv(n, n), SimplifiedGDN(n),
+            _conv(n, m),
+        )
+
+
+class SynthesisTransform(nn.Sequential):
+    """g_s: y_hat (B, M, h, w) -> RGB estimate (B, 3, 16h, 16w), not yet clamped to [0, 1]."""
+
+    def __init__(self, n: int, m: int) -> None:
+        super().__init__(
+            _deconv(m, n), SimplifiedGDN(n, inverse=True),
+            _deconv(n, n), SimplifiedGDN(n, inverse=True),
+            _deconv(n, n), SimplifiedGDN(n, inverse=True),
+            _deconv(n, 3),
+        )
+
+
+class QualityGains(nn.Module):
+    """Per-quality-level channel gains for y (and their inverses), interpolated for fractional levels.
+
+    Level ``i`` (0-based) is trained with rate-distortion weight ``lambdas[i]``. Gains are stored as
+    logarithms so that they stay positive and interpolate geometrically. They are initialised to
+    ``sqrt(lambda / lambda_ref)``, the step-size scaling that MSE-optimal quantization follows, so
+    that the levels are spread in rate from the first training step.
+    """
+
+    def __init__(self, m: int, lambdas: list[float]) -> None:
+        super().__init__()
+        self.register_buffer("lambdas", torch.tensor(lambdas, dtype=torch.float32))
+        ref = math.exp(sum(math.log(v) for v in lambdas) / len(lambdas))
+        init = torch.tensor([0.5 * math.log(v / ref) for v in lambdas])[:, None].repeat(1, m)
+        self.log_gain = nn.Parameter(init.clone())
+        self.log_inv_gain = nn.Parameter(-init.clone())
+
+    @property
+    def levels(self) -> int:
+        return len(self.lambdas)
+
+    def _interp(self, table: torch.Tensor, level: torch.Tensor) -> torch.Tensor:
+        """Geometric interpolation between neighbouring levels; ``level`` is a float tensor (B,)."""
+        level = level.clamp(0, self.levels - 1)
+        lo = level.floor().long().clamp(max=self.levels - 2)
+        frac = (level - lo.to(level.dtype))[:, None]
+        return ((1 - frac) * table[lo] + frac * table[lo + 1]).exp()[:, :, None, None]
+
+    def gain(self, level: torch.Tensor) -> torch.Tensor:
+        return self._interp(self.log_gain, level)
+
+    def inverse_gain(self, level: torch.Tensor) -> torch.Tensor:
+        return self._interp(self.log_inv_gain, level)

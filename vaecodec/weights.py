@@ -1,0 +1,184 @@
+"""Shipped weights: export from a training checkpoint, load for coding, and the model registry.
+
+A weights file (``weights/<name>.pt``, loaded with ``torch.load(weights_only=True)``) holds:
+
+* ``config``: architecture (n, m) and the per-level lambdas;
+* the float g_a, g_s, h_a and quality-gain tensors;
+* the exported *integer* h_s (``hs.*``: int64 weights, biases, shifts);
+* the integer PMF tables for z (one per channel) and y (one per scale index).
+
+Everything that decides a probability is an integer in this file. The model id written into every
+.vaez is the first 8 bytes of a SHA-256 over the config and all tensors (names, dtypes, shapes and
+bytes), so re-saving the same weights keeps the id, and any change to them changes it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from .entropy import TableCoder, TableSet, quantize_pmf
+from .model import ModelConfig, VAEModel
+from .prior import HyperAnalysis, IntegerHyperSynthesis, _hs_layers, scale_table
+from .transforms import AnalysisTransform, QualityGains, SynthesisTransform
+
+DEFAULT_MODEL = "hp64-v1"
+FILE_KIND = "vaecodec-weights"
+Z_TABLE_RADIUS = 128  # z tables are tabulated over at most [-128, 128] before trimming
+TAIL_TRIM = 2.0**-26  # bins whose cumulative mass from either end is below this go to the escape
+Y_TABLE_SIGMAS = 7.0  # y tables cover mean +- 7 sigma (at least +-1)
+
+
+def weights_dir() -> Path:
+    """Where the shipped weights live: the installed ``vaecodec.weights`` package, or, when running
+    from a source checkout, the repository's ``weights/`` folder."""
+    try:
+        import vaecodec.weights_data as pkg  # installed wheel: weights/ maps to this package
+
+        return Path(pkg.__path__[0])
+    except ImportError:
+        return Path(__file__).resolve().parent.parent / "weights"
+
+
+def available_models() -> dict[str, Path]:
+    return {p.stem: p for p in sorted(weights_dir().glob("*.pt"))}
+
+
+def model_id_of(config: dict, tensors: dict[str, torch.Tensor]) -> bytes:
+    h = hashlib.sha256(json.dumps(config, sort_keys=True).encode())
+    for name in sorted(tensors):
+        t = tensors[name].contiguous().cpu()
+        h.update(f"{name}:{t.dtype}:{tuple(t.shape)}".encode())
+        h.update(t.numpy().tobytes())
+    return h.digest()[:8]
+
+
+@dataclass
+class LoadedModel:
+    """Everything the codec needs from a weights file, on one device."""
+
+    name: str
+    model_id: bytes
+    config: ModelConfig
+    g_a: AnalysisTransform
+    g_s: SynthesisTransform
+    h_a: HyperAnalysis
+    gains: QualityGains
+    h_s: IntegerHyperSynthesis
+    z_coder: TableCoder
+    y_coder: TableCoder
+
+    def to(self, device: torch.device) -> LoadedModel:
+        for module in (self.g_a, self.g_s, self.h_a, self.gains, self.h_s):
+            module.to(device)
+        return self
+
+
+def _tables_to_tensors(prefix: str, tables: TableSet) -> dict[str, torch.Tensor]:
+    return {f"{prefix}.{k}": torch.from_numpy(getattr(tables, k).copy())
+            for k in ("offsets", "lengths", "pmfs")}
+
+
+def _tables_from_tensors(prefix: str, tensors: dict[str, torch.Tensor]) -> TableSet:
+    return TableSet(*(tensors[f"{prefix}.{k}"].numpy().astype(np.int64) for k in ("offsets", "lengths", "pmfs")))
+
+
+def _sub(tensors: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
+    return {k[len(prefix) + 1 :]: v for k, v in tensors.items() if k.startswith(prefix + ".")}
+
+
+def z_tables(model: VAEModel) -> TableSet:
+    """Tabulate the learned z density per channel into integer PMFs (trimmed tails -> escape)."""
+    pmf, tail = model.z_density.pmf_on_grid(Z_TABLE_RADIUS)
+    tables = []
+    for c in range(pmf.shape[0]):
+        p = pmf[c]
+        left = np.cumsum(p) + tail[c] / 2
+        right = np.cumsum(p[::-1])[::-1] + tail[c] / 2
+        keep = np.flatnonzero((left >= TAIL_TRIM) & (right >= TAIL_TRIM))
+        lo, hi = (keep[0], keep[-1]) if len(keep) else (Z_TABLE_RADIUS, Z_TABLE_RADIUS)
+        mass = p[lo : hi + 1]
+        tables.append((int(lo) - Z_TABLE_RADIUS, quantize_pmf(mass, 1.0 - mass.sum())))
+    return TableSet.from_tables(tables)
+
+
+def y_tables() -> TableSet:
+    """One zero-mean discretized Gaussian per scale of the fixed scale grid."""
+    tables = []
+    for sigma in scale_table():
+        r = max(1, math.ceil(Y_TABLE_SIGMAS * sigma))
+        k = torch.arange(-r, r + 1, dtype=torch.float64)
+        p = torch.special.ndtr((k + 0.5) / sigma) - torch.special.ndtr((k - 0.5) / sigma)
+        tail = 2 * float(torch.special.ndtr(torch.tensor(-(r + 0.5) / sigma, dtype=torch.float64)))
+        tables.append((-r, quantize_pmf(p.numpy(), tail)))
+    return TableSet.from_tables(tables)
+
+
+def export_model(model: VAEModel, path: Path) -> bytes:
+    """Write a trained model as a shipped weights file; returns its model id."""
+    model = model.cpu().eval()
+    tensors: dict[str, torch.Tensor] = {}
+    for part in ("g_a", "g_s", "h_a", "gains"):
+        for k, v in getattr(model, part).state_dict().items():
+            tensors[f"{part}.{k}"] = v.detach().float().clone()
+    for k, v in model.h_s.to_integer().state_dict().items():
+        # weights fit in 16 bits (WEIGHT_BITS); int32 halves the file against int64
+        tensors[f"hs.{k}"] = v.to(torch.int32) if k.startswith("w") else v.clone()
+    tensors.update(_tables_to_tensors("z_tables", z_tables(model)))
+    tensors.update(_tables_to_tensors("y_tables", y_tables()))
+    config = model.config.to_dict()
+    blob = {"kind": FILE_KIND, "config": config, "tensors": tensors}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    torch.save(blob, tmp)
+    os.replace(tmp, path)
+    return model_id_of(config, tensors)
+
+
+def export_checkpoint(ckpt_path: Path, out: Path) -> None:
+    ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+    model = VAEModel(ModelConfig(**ckpt["config"]))
+    model.load_state_dict(ckpt["model"])
+    model_id = export_model(model, out)
+    print(f"exported step {ckpt['step']} to {out} (model id {model_id.hex()})")
+
+
+def load_model(path: Path) -> LoadedModel:
+    """Load a weights file; raises ValueError if it is not a valid vaecodec weights file."""
+    try:
+        blob = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise ValueError(f"cannot read weights {path}: {exc}") from None
+    if not isinstance(blob, dict) or blob.get("kind") != FILE_KIND:
+        raise ValueError(f"{path} is not a vaecodec weights file")
+    config_dict, tensors = blob["config"], blob["tensors"]
+    config = ModelConfig(**config_dict)
+    n, m = config.n, config.m
+
+    def build(module: nn.Module, prefix: str) -> nn.Module:
+        module.load_state_dict(_sub(tensors, prefix))
+        return module.eval().requires_grad_(False)
+
+    hs = _sub(tensors, "hs")
+    layers = _hs_layers(n, m)
+    h_s = IntegerHyperSynthesis(layers, *([hs[f"{c}{i}"] for i in range(len(layers))] for c in "wbs"))
+    return LoadedModel(
+        name=path.stem,
+        model_id=model_id_of(config_dict, tensors),
+        config=config,
+        g_a=build(AnalysisTransform(n, m), "g_a"),
+        g_s=build(SynthesisTransform(n, m), "g_s"),
+        h_a=build(HyperAnalysis(n, m), "h_a"),
+        gains=build(QualityGains(m, config.lambdas), "gains"),
+        h_s=h_s,
+        z_coder=TableCoder(_tables_from_tensors("z_tables", tensors)),
+        y_coder=TableCoder(_tables_from_tensors("y_tables", tensors)),
+    )
