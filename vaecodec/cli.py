@@ -21,7 +21,7 @@ import click
 
 from . import __version__, image
 from .codec import DEFAULT_QUALITY, QUALITY_MAX, QUALITY_MIN, Codec
-from .errors import OutputError, VaecodecError
+from .errors import VaecodecError
 
 
 def _error(msg: str) -> None:
@@ -102,12 +102,11 @@ def main() -> None:
 def compress(inputs: tuple[Path, ...], output: Path | None, quality: float, device: str, force: bool,
              model: str | None) -> None:
     """Compress images (PNG, JPEG, WebP, ... anything Pillow reads) to .vaez files."""
-    pairs = list(zip(inputs, _outputs(inputs, output, ".vaez")))
+    pairs = list(zip(inputs, _outputs(inputs, output, ".vaez"), strict=True))
     codec = _load_codec(model, device)
 
     def job(src: Path, dst: Path) -> str:
-        if dst.exists() and not force:
-            raise OutputError(f"{dst}: already exists (use --force to overwrite)")
+        image.check_writable(dst, force)
         start = time.perf_counter()
         pic = image.load(src)
         data = codec.compress(pic, quality)
@@ -126,13 +125,12 @@ def compress(inputs: tuple[Path, ...], output: Path | None, quality: float, devi
 @force_option
 def decompress(inputs: tuple[Path, ...], output: Path | None, device: str, force: bool) -> None:
     """Decompress .vaez files; the output's extension picks its format (default .png)."""
-    pairs = list(zip(inputs, _outputs(inputs, output, ".png")))
+    pairs = list(zip(inputs, _outputs(inputs, output, ".png"), strict=True))
     codec = _load_codec(None, device)
 
     def job(src: Path, dst: Path) -> str:
         image.output_format(dst)
-        if dst.exists() and not force:
-            raise OutputError(f"{dst}: already exists (use --force to overwrite)")
+        image.check_writable(dst, force)
         start = time.perf_counter()
         img = codec.decompress(src)
         image.save(img, dst, force)

@@ -146,7 +146,7 @@ class Codec:
         out: list = [p if isinstance(p, VaecodecError) else None for p in pics]
         keys = [None if out[i] is not None else self._padded(p.size) for i, p in enumerate(pics)]
         for idx in _chunks(keys, batch_size):
-            for i, data in zip(idx, self._compress_group([pics[i] for i in idx], quality)):
+            for i, data in zip(idx, self._compress_group([pics[i] for i in idx], quality), strict=True):
                 out[i] = data
         return out
 
@@ -167,15 +167,21 @@ class Codec:
         return torch.full((n,), quality - QUALITY_MIN, device=self.device)
 
     @torch.inference_mode()
-    def _compress_group(self, pics: list[image.Picture], quality: float) -> list[bytes]:
+    def symbols(self, pics: list[image.Picture], quality: float) -> tuple[np.ndarray, ...]:
+        """The integer latents of same-size pictures: z symbols (B, N, h, w), y symbols
+        ``round(y - mean)`` (B, M, 4h, 4w) and their scale indices (B, M, 4h, 4w)."""
         m = self.model
         hp, wp = self._padded(pics[0].size)
         x = torch.stack([self._to_tensor(p, hp, wp) for p in pics]).to(self.device)
         y = m.g_a(x) * m.gains.gain(self._level(quality, len(pics)))
         z = symbols(m.h_a(y))
         mean, index = m.h_s(z)
-        y_sym = symbols(y, mean.double() / 2**MEAN_FRAC_BITS).cpu().numpy()
-        z, index = z.cpu().numpy(), index.cpu().numpy()
+        y_sym = symbols(y, mean.double() / 2**MEAN_FRAC_BITS)
+        return z.cpu().numpy(), y_sym.cpu().numpy(), index.cpu().numpy()
+
+    def _compress_group(self, pics: list[image.Picture], quality: float) -> list[bytes]:
+        m = self.model
+        z, y_sym, index = self.symbols(pics, quality)
         results = []
         for i, pic in enumerate(pics):
             stream, escapes = entropy.encode(m.z_coder, z[i], m.y_coder, y_sym[i], index[i])
@@ -205,7 +211,7 @@ class Codec:
         """Decode many .vaez files; results are in input order."""
         parsed = [_guard(on_error, lambda f=f: self._parse(f)) for f in files]
         out: list = [p if isinstance(p, VaecodecError) else None for p in parsed]
-        latents = [None if out[i] else _guard(on_error, lambda p=p: self._decode_latents(*p))
+        latents = [None if out[i] else _guard(on_error, lambda p=p: self._decode_latents(*p[:3]))
                    for i, p in enumerate(parsed)]
         keys = []
         for i, lat in enumerate(latents):
@@ -215,16 +221,18 @@ class Codec:
         for idx in _chunks(keys, batch_size):
             pixels = self._synthesize(parsed[idx[0]][0], [parsed[i][1] for i in idx],
                                       torch.stack([latents[i] for i in idx]))
-            for i, rgb in zip(idx, pixels):
-                header, payload = parsed[i][1], parsed[i][2]
-                alpha = (image.decode_alpha(payload.alpha, header.width, header.height)
-                         if payload.alpha else None)
+            for i, rgb in zip(idx, pixels, strict=True):
+                header, alpha = parsed[i][1], parsed[i][3]
                 out[i] = image.to_pil(image.Picture(rgb, header.mode, alpha))
         return out
 
-    def _parse(self, src: FileInput) -> tuple[LoadedModel, container.Header, container.Payload]:
+    def _parse(self, src: FileInput) -> tuple:
+        """Everything that can be checked before the networks run: container, model, alpha plane.
+        Returns (model, header, payload, alpha or None)."""
         header, payload = container.unpack(_read(src))
-        return self.model_for(header.model_id), header, payload
+        model = self.model_for(header.model_id)
+        alpha = image.decode_alpha(payload.alpha, header.width, header.height) if payload.alpha else None
+        return model, header, payload, alpha
 
     def model_for(self, model_id: bytes) -> LoadedModel:
         """The shipped model a file was made with, or UnsupportedFileError saying which it needs."""

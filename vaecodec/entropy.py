@@ -30,6 +30,8 @@ encoding fail.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import constriction
@@ -40,6 +42,18 @@ from .errors import CorruptFileError
 PRECISION = 24
 TOTAL = 1 << PRECISION
 MAX_TABLE_LENGTH = 1 << 16
+
+
+@contextmanager
+def _coder_errors() -> Iterator[None]:
+    """Turn constriction's failures on bad data into CorruptFileError. Its Rust panics surface as
+    PanicException, which derives from BaseException, so ``except Exception`` would miss them."""
+    try:
+        yield
+    except (KeyboardInterrupt, SystemExit):
+        raise
+    except BaseException as exc:
+        raise CorruptFileError(f"ANS stream rejected ({type(exc).__name__}: {exc})") from None
 
 
 def quantize_pmf(probs: np.ndarray, tail: float) -> np.ndarray:
@@ -142,7 +156,8 @@ class TableCoder:
         for t, part in enumerate(np.split(order, np.cumsum(counts)[:-1])):
             if not len(part):
                 continue
-            sym = np.asarray(decoder.decode(self.models[t], len(part)), dtype=np.int64)
+            with _coder_errors():
+                sym = np.asarray(decoder.decode(self.models[t], len(part)), dtype=np.int64)
             esc = self.tables.lengths[t] - 1
             vals = sym + self.tables.offsets[t]
             where = np.flatnonzero(sym == esc)
@@ -218,10 +233,8 @@ class StreamDecoder:
         if len(stream) % 4:
             raise CorruptFileError("ANS stream length is not a multiple of 4 bytes")
         words = np.frombuffer(stream, dtype="<u4").astype(np.uint32)
-        try:
+        with _coder_errors():
             self.decoder = constriction.stream.stack.AnsCoder(words)
-        except BaseException as exc:  # constriction panics surface as PanicException
-            raise CorruptFileError(f"ANS stream rejected ({exc})") from None
         self.escapes = EscapeReader(escapes)
 
     def z(self, z_coder: TableCoder, shape: tuple[int, int, int]) -> np.ndarray:

@@ -166,11 +166,16 @@ def save(img: Image.Image, path: Path, force: bool = False) -> None:
     write_atomic(path, lambda f: img.save(f, format=fmt, **options), force)
 
 
+def check_writable(path: Path, force: bool) -> None:
+    """Refuse an existing output unless ``force`` (checked early, before any work is done)."""
+    if path.exists() and not force:
+        raise OutputError(f"{path}: already exists (use --force to overwrite, or -o for another name)")
+
+
 def write_atomic(path: Path, writer, force: bool = False) -> None:
     """Run ``writer(file)`` on a temporary file next to ``path``, then rename it into place."""
     path = Path(path)
-    if path.exists() and not force:
-        raise OutputError(f"{path}: already exists (use --force to overwrite)")
+    check_writable(path, force)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent or ".")
     try:
         with os.fdopen(fd, "wb") as f:

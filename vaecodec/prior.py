@@ -114,7 +114,7 @@ class HyperSynthesis(nn.Module):
         """Post-training quantization into the exact integer network used for coding."""
         weights, biases, shifts = [], [], []
         frac_in = 0  # z symbols are integers
-        for i, (layer, (_kind, _cin, cout, _k, _s)) in enumerate(zip(self.layers, self.spec)):
+        for i, (layer, (_kind, _cin, cout, _k, _s)) in enumerate(zip(self.layers, self.spec, strict=True)):
             last = i == len(self.layers) - 1
             w = layer.weight.detach().double().cpu()
             b = layer.bias.detach().double().cpu()
@@ -144,7 +144,7 @@ class IntegerHyperSynthesis(nn.Module):
         super().__init__()
         self.spec = spec
         self.m = spec[-1][2] // 2
-        for i, (w, b, s) in enumerate(zip(weights, biases, shifts)):
+        for i, (w, b, s) in enumerate(zip(weights, biases, shifts, strict=True)):
             self.register_buffer(f"w{i}", w.to(torch.int64))
             self.register_buffer(f"b{i}", b.to(torch.int64))
             self.register_buffer(f"s{i}", s.to(torch.int64))
@@ -207,7 +207,7 @@ class FactorizedDensity(nn.Module):
 
     def _cdf_logits(self, x: torch.Tensor) -> torch.Tensor:
         """x: (C, 1, K) -> logits of the CDF at x, (C, 1, K)."""
-        for i, (mat, bias) in enumerate(zip(self.matrices, self.biases)):
+        for i, (mat, bias) in enumerate(zip(self.matrices, self.biases, strict=True)):
             x = torch.matmul(F.softplus(mat), x) + bias
             if i < len(self.factors):
                 x = x + torch.tanh(self.factors[i]) * torch.tanh(x)

@@ -165,11 +165,12 @@ def train(args: argparse.Namespace) -> None:
         torch.nn.utils.clip_grad_norm_(model.parameters(), args.clip)
         opt.step()
         step += 1
-        logged.append((float(loss), float((out["bpp_y"] + out["bpp_z"]).mean()), float(out["mse"].mean())))
+        logged.append((loss.item(), (out["bpp_y"] + out["bpp_z"]).mean().item(), out["mse"].mean().item()))
         if step % args.log_every == 0:
             loss_m, bpp_m, mse_m = np.mean(logged, axis=0)
             row = {"step": step, "loss": f"{loss_m:.4f}", "bpp": f"{bpp_m:.4f}", "mse": f"{mse_m:.6f}",
-                   "lr": f"{opt.param_groups[0]['lr']:.2e}", "s_per_step": f"{(time.time() - t0) / len(logged):.3f}"}
+                   "lr": f"{opt.param_groups[0]['lr']:.2e}",
+                   "s_per_step": f"{(time.time() - t0) / len(logged):.3f}"}
             append_csv(run / "train_log.csv", row)
             print(row, flush=True)
             t0, logged = time.time(), []

@@ -88,7 +88,8 @@ def _tables_to_tensors(prefix: str, tables: TableSet) -> dict[str, torch.Tensor]
 
 
 def _tables_from_tensors(prefix: str, tensors: dict[str, torch.Tensor]) -> TableSet:
-    return TableSet(*(tensors[f"{prefix}.{k}"].numpy().astype(np.int64) for k in ("offsets", "lengths", "pmfs")))
+    keys = ("offsets", "lengths", "pmfs")
+    return TableSet(*(tensors[f"{prefix}.{k}"].numpy().astype(np.int64) for k in keys))
 
 
 def _sub(tensors: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:

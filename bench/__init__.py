@@ -1,0 +1,1 @@
+"""Benchmarks for vaecodec (not tests: they measure, they do not assert)."""
