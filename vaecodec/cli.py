@@ -66,7 +66,8 @@ def _run_all(pairs: list[tuple[Path, Path]], job: Callable[[Path, Path], str]) -
                 summary = job(src, dst)
             click.echo(summary)
         except VaecodecError as exc:
-            _error(str(exc))
+            msg = str(exc)
+            _error(msg if str(src) in msg else f"{src}: {msg}")
             failed += 1
         if bar is not None:
             bar.update(1)

@@ -30,12 +30,12 @@ from PIL import Image
 from torch.nn import functional as F
 
 from . import container, entropy, image
+from .container import QUALITY_MAX, QUALITY_MIN
 from .errors import CorruptFileError, UnsupportedFileError, VaecodecError
 from .prior import MEAN_FRAC_BITS
 from .quantize import symbols
 from .weights import DEFAULT_MODEL, LoadedModel, available_models, load_model
 
-QUALITY_MIN, QUALITY_MAX = 1.0, 8.0
 DEFAULT_QUALITY = 5.0
 PAD = 64  # g_a downsamples by 16 and h_a by 4 more
 FileInput = bytes | str | os.PathLike

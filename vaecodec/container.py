@@ -38,6 +38,7 @@ FORMAT_VERSION = 1
 MODES = ("RGB", "L", "RGBA", "LA")
 MAX_SIDE = 65535
 MAX_PIXELS = 1 << 26  # 67 MP: bounds the memory a (possibly hostile) file can make the decoder use
+QUALITY_MIN, QUALITY_MAX = 1.0, 8.0  # the quality range of every model so far
 _FIXED = struct.Struct("<4sB8sBH")
 
 
@@ -113,6 +114,8 @@ def unpack(data: bytes) -> tuple[Header, Payload]:
                                    f"this version reads format {FORMAT_VERSION}")
     if mode >= len(MODES):
         raise CorruptFileError(f"unknown colour mode {mode}")
+    if not QUALITY_MIN <= quality / 100 <= QUALITY_MAX:
+        raise CorruptFileError(f"quality {quality / 100:g} is outside {QUALITY_MIN:g}..{QUALITY_MAX:g}")
     pos = _FIXED.size
     fields = []
     for _ in range(5):

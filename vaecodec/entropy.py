@@ -202,6 +202,8 @@ class EscapeReader:
                 shift += 7
                 if not byte & 0x80:
                     break
+            if u >= 1 << 64:
+                raise CorruptFileError("escape value out of range")
             out[i] = (u >> 1) ^ -(u & 1)
         return out
 

@@ -46,12 +46,14 @@ class Picture:
 ImageInput = str | os.PathLike | Image.Image | np.ndarray | Picture
 
 
-def _from_pil(im: Image.Image) -> Picture:
+def _is_16bit(im: Image.Image) -> bool:
+    """Pillow reads 16-bit RGB(A) PNGs as 8-bit modes; only the (not yet loaded) tile tells."""
+    return any(";16" in str(t.args) for t in getattr(im, "tile", None) or [])
+
+
+def _from_pil(im: Image.Image, deep: bool = False) -> Picture:
     im = ImageOps.exif_transpose(im)
-    rawmode = im.tile[0].args if getattr(im, "tile", None) else None
-    if im.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F") or (
-        isinstance(rawmode, str) and ";16" in rawmode
-    ):
+    if deep or im.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
         warnings.warn("16-bit image reduced to 8 bits per channel", stacklevel=3)
     if im.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
         arr = np.asarray(im, dtype=np.float64)
@@ -99,13 +101,14 @@ def load(source: ImageInput) -> Picture:
     if isinstance(source, np.ndarray):
         pic = _from_array(source)
     elif isinstance(source, Image.Image):
-        pic = _from_pil(source)
+        pic = _from_pil(source, _is_16bit(source))
     else:
         path = Path(source)
         try:
             with Image.open(path) as im:
+                deep = _is_16bit(im)
                 im.load()
-                pic = _from_pil(im)
+                pic = _from_pil(im, deep)
         except FileNotFoundError:
             raise ImageError(f"{path}: no such file") from None
         except IsADirectoryError:
@@ -143,8 +146,10 @@ def decode_alpha(data: bytes, width: int, height: int) -> np.ndarray:
             if im.size != (width, height) or im.mode != "L":
                 raise CorruptFileError("alpha plane does not match the image")
             return np.asarray(im).copy()
-    except (OSError, ValueError, UnidentifiedImageError) as exc:
-        raise CorruptFileError(f"alpha plane is damaged ({exc})") from None
+    except CorruptFileError:
+        raise
+    except Exception as exc:  # Pillow raises many types on damaged PNGs (SyntaxError, bombs, ...)
+        raise CorruptFileError(f"alpha plane is damaged ({type(exc).__name__})") from None
 
 
 def output_format(path: Path) -> str:
@@ -162,7 +167,8 @@ def save(img: Image.Image, path: Path, force: bool = False) -> None:
     fmt = output_format(path)
     if img.mode in ("RGBA", "LA") and fmt in ("JPEG", "BMP", "PPM"):
         raise OutputError(f"{path}: {fmt} cannot store the image's alpha channel; use .png or .webp")
-    options = {"lossless": True} if fmt == "WEBP" else {"quality": 95} if fmt == "JPEG" else {}
+    # lossless WebP keeps the colour under transparent pixels only with exact=True
+    options = {"lossless": True, "exact": True} if fmt == "WEBP" else {"quality": 95} if fmt == "JPEG" else {}
     write_atomic(path, lambda f: img.save(f, format=fmt, **options), force)
 
 
