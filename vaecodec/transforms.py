@@ -27,14 +27,21 @@ from torch.nn import functional as F
 class SimplifiedGDN(nn.Module):
     """``y = x / (beta + gamma @ |x|)`` (or its inverse, ``x * (...)``), per pixel across channels.
 
-    beta and gamma are kept non-negative by storing their square roots.
+    beta and gamma are kept non-negative by storing their square roots. The off-diagonal roots start
+    at a small non-zero value (``OFF_DIAGONAL_INIT``): the gradient of ``g**2`` vanishes at ``g = 0``,
+    so entries initialised to exactly zero would never learn and the layer would stay a pointwise
+    nonlinearity without the cross-channel normalization that makes GDN work.
     """
+
+    OFF_DIAGONAL_INIT = 0.01
 
     def __init__(self, channels: int, inverse: bool = False) -> None:
         super().__init__()
         self.inverse = inverse
         self.beta_sqrt = nn.Parameter(torch.ones(channels))
-        self.gamma_sqrt = nn.Parameter(math.sqrt(0.1) * torch.eye(channels))
+        eye = torch.eye(channels)
+        init = math.sqrt(0.1) * eye + self.OFF_DIAGONAL_INIT * (1 - eye)
+        self.gamma_sqrt = nn.Parameter(init)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         beta = self.beta_sqrt.square() + 1e-6
