@@ -105,7 +105,7 @@ def means(rows: list[dict], codec: str) -> list[dict]:
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", type=Path, default=DEFAULT_DATA / "kodak", help="folder of images")
-    p.add_argument("--qualities", default="1,2,3,4,5,6,7,8", help="comma-separated vaecodec qualities")
+    p.add_argument("--qualities", default="1,2,3,4,5,6,7,8,9,10", help="comma-separated vaecodec qualities")
     p.add_argument("--device", default="cpu", choices=["auto", "cpu", "cuda"])
     p.add_argument("--threads", type=int, default=torch.get_num_threads())
     p.add_argument("--limit", type=int, default=None, help="only the first N images")

@@ -1,6 +1,6 @@
 """What the integer-exact prior costs in rate, measured against the float prior it was exported from.
 
-    python -m bench.prior_cost --ckpt runs/hp64/last.pt [--data DIR] [--qualities 1,4,8]
+    python -m bench.prior_cost --ckpt runs/hp64/last.pt [--data DIR] [--qualities 1,3,7,10]
 
 For each image and quality, three rates in bits per pixel:
 
@@ -26,6 +26,7 @@ from PIL import Image
 
 from bench.kodak import DEFAULT_DATA, ROOT, environment
 from vaecodec import Codec, image
+from vaecodec.codec import quality_to_level
 from vaecodec.model import ModelConfig, VAEModel
 from vaecodec.weights import export_model
 
@@ -34,7 +35,7 @@ def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--ckpt", type=Path, required=True, help="training checkpoint (runs/NAME/last.pt)")
     p.add_argument("--data", type=Path, default=DEFAULT_DATA / "kodak")
-    p.add_argument("--qualities", default="1,4,8")
+    p.add_argument("--qualities", default="1,3,7,10")
     p.add_argument("--limit", type=int, default=None)
     p.add_argument("--threads", type=int, default=torch.get_num_threads())
     p.add_argument("--device", default="cpu")
@@ -61,7 +62,7 @@ def main(argv: list[str] | None = None) -> None:
             hp, wp = h + (-h) % 64, w + (-w) % 64
             x = Codec._to_tensor(pic, hp, wp)[None]
             with torch.no_grad():
-                out = model(x, torch.tensor([q - 1.0]))
+                out = model(x, torch.tensor([quality_to_level(q)]))
             acc["float"].append(float(out["bpp_y"] + out["bpp_z"]) * hp * wp / (w * h))
             z, y, idx = codec.symbols([pic], q)
             channel = np.broadcast_to(np.arange(z.shape[1])[:, None, None], z.shape[1:]).ravel()

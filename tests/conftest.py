@@ -12,7 +12,7 @@ import torch
 
 from vaecodec import Codec
 
-# Sanity floor for the PSNR of a smooth synthetic image at quality 8. The early-training weights
+# Sanity floor for the PSNR of a smooth synthetic image at quality 10. The early-training weights
 # reach ~15-19 dB on these images (a flat grey guess scores ~14 dB); trained weights do far better.
 PSNR_FLOOR = 12.0
 

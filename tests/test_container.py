@@ -179,7 +179,7 @@ def test_overlong_header_varint(codec, small_vaez):
         codec.decompress(head + b"\xff" * 5 + b"\x01" + bytes(20))
 
 
-@pytest.mark.parametrize("quality", [0.0, 0.5, 9.0, 655.35])
+@pytest.mark.parametrize("quality", [0.0, 0.5, 10.5, 655.35])
 def test_quality_out_of_range_in_header(codec, small_vaez, quality):
     header, payload = container.unpack(small_vaez)
     data = container.pack(dataclasses.replace(header, quality=quality), payload)

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from vaecodec import CorruptFileError, container, entropy, image
+from vaecodec.codec import quality_to_level
 from vaecodec.entropy import TOTAL, EscapeReader, StreamDecoder, TableSet, quantize_pmf, write_varints
 from vaecodec.prior import MEAN_FRAC_BITS, NUM_SCALES
 from vaecodec.quantize import symbols
@@ -224,7 +225,7 @@ def test_decoded_symbols_equal_encoder_symbols(codec, make_image, quality):
     hp, wp = codec._padded(pic.size)
     with torch.inference_mode():
         x = codec._to_tensor(pic, hp, wp)[None]
-        level = torch.full((1,), quality - 1.0)
+        level = torch.full((1,), quality_to_level(quality))
         y = m.g_a(x) * m.gains.gain(level)
         z = symbols(m.h_a(y))
         mean, index = m.h_s(z)

@@ -16,7 +16,7 @@ from vaecodec import Codec, CorruptFileError, ImageError, VaecodecError, contain
 @pytest.mark.parametrize(("width", "height"), [(1, 1), (33, 17), (513, 257)])
 def test_rgb_sizes(codec, make_image, width, height):
     img = make_image(height, width)
-    out = codec.decompress(codec.compress(img, quality=8))
+    out = codec.decompress(codec.compress(img, quality=10))
     assert out.mode == "RGB"
     assert out.size == (width, height)
     if width * height > 1:
@@ -26,7 +26,7 @@ def test_rgb_sizes(codec, make_image, width, height):
 def test_psnr_is_about_this_image(codec, make_image):
     """The decoded image resembles its own input much more than an unrelated one (same statistics)."""
     img = make_image(64, 64, seed=1)
-    out = np.asarray(codec.decompress(codec.compress(img, quality=8)))
+    out = np.asarray(codec.decompress(codec.compress(img, quality=10)))
     assert psnr(out, img) > PSNR_FLOOR
     assert psnr(out, img) > psnr(out, img[::-1, ::-1]) + 3
 
@@ -38,7 +38,7 @@ def test_compress_is_deterministic(codec, make_image):
 
 def test_grayscale_l(codec, make_image):
     grey = Image.fromarray(make_image(24, 40)).convert("L")
-    out = codec.decompress(codec.compress(grey, quality=8))
+    out = codec.decompress(codec.compress(grey, quality=10))
     assert out.mode == "L"
     assert out.size == grey.size
     assert psnr(out, grey) > PSNR_FLOOR
@@ -60,7 +60,7 @@ def test_la_alpha_is_lossless(codec, make_image):
     alpha = np.tile(np.linspace(0, 255, 21).astype(np.uint8), (18, 1))
     alpha[5:9, 3:7] = 0
     img = Image.fromarray(np.dstack([grey, alpha]), "LA")
-    out = codec.decompress(codec.compress(img, quality=8))
+    out = codec.decompress(codec.compress(img, quality=10))
     assert out.mode == "LA"
     assert out.size == (21, 18)
     assert np.array_equal(np.asarray(out)[:, :, 1], alpha)
@@ -78,7 +78,7 @@ def _palette_image() -> Image.Image:
 def test_palette_decodes_as_rgb(codec):
     im = _palette_image()
     assert "transparency" not in im.info
-    out = codec.decompress(codec.compress(im, quality=8))
+    out = codec.decompress(codec.compress(im, quality=10))
     assert out.mode == "RGB"
     assert out.size == im.size
     assert psnr(out, im.convert("RGB")) > PSNR_FLOOR - 4  # hard-edged palette pattern
@@ -155,7 +155,7 @@ def test_fractional_quality_in_header(codec, make_image):
     assert psnr(out, img) > PSNR_FLOOR - 2
 
 
-@pytest.mark.parametrize("quality", [0.99, 8.01, -1, float("nan")])
+@pytest.mark.parametrize("quality", [0.99, 10.01, -1, float("nan")])
 def test_quality_out_of_range(codec, make_image, quality):
     with pytest.raises(VaecodecError, match="quality"):
         codec.compress(make_image(8, 8), quality)

@@ -96,7 +96,7 @@ def main() -> None:
 @click.argument("inputs", nargs=-1, required=True, type=click.Path(path_type=Path))
 @output_option
 @click.option("-q", "--quality", type=click.FloatRange(QUALITY_MIN, QUALITY_MAX), default=DEFAULT_QUALITY,
-              show_default=True, help="1 = smallest files ... 8 = best quality; fractions allowed.")
+              show_default=True, help="1 = smallest files ... 10 = best quality; fractions allowed.")
 @device_option
 @force_option
 @model_option

@@ -12,8 +12,10 @@ time), which is what makes a GPU pay off. Entropy coding is per image on the CPU
 in a batch are either raised (``on_error="raise"``) or returned in place of the result
 (``on_error="return"``), so one bad file never stops the others.
 
-Quality is a continuous knob from 1 (smallest files) to 8 (best quality); integer values are the
-trained levels, fractional values interpolate between them.
+Quality is a continuous knob from 1 (smallest files) to 10 (best quality). Qualities 3..10 are the
+model's 8 trained rate points (levels 0..7) and fractions interpolate between them; qualities 1 and 2
+extrapolate below the lowest trained point (see :class:`vaecodec.transforms.QualityGains`), which is
+how the knob reaches the lowest rates without a second model.
 """
 
 from __future__ import annotations
@@ -36,7 +38,8 @@ from .prior import MEAN_FRAC_BITS
 from .quantize import symbols
 from .weights import DEFAULT_MODEL, LoadedModel, available_models, load_model
 
-DEFAULT_QUALITY = 5.0
+DEFAULT_QUALITY = 7.0
+QUALITY_OF_LEVEL_0 = 3.0  # the quality that names the model's lowest trained level
 PAD = 64  # g_a downsamples by 16 and h_a by 4 more
 FileInput = bytes | str | os.PathLike
 T = TypeVar("T")
@@ -62,6 +65,11 @@ def check_quality(quality: float) -> float:
     if not QUALITY_MIN <= q <= QUALITY_MAX:
         raise VaecodecError(f"quality must be between {QUALITY_MIN:g} and {QUALITY_MAX:g}, got {q:g}")
     return round(q, 2)  # the container stores hundredths
+
+
+def quality_to_level(quality: float) -> float:
+    """The model's (fractional) gain level for a quality; negative levels are extrapolated."""
+    return quality - QUALITY_OF_LEVEL_0
 
 
 def _read(src: FileInput) -> bytes:
@@ -164,7 +172,7 @@ class Codec:
         return (h + (-h) % PAD, w + (-w) % PAD)
 
     def _level(self, quality: float, n: int) -> torch.Tensor:
-        return torch.full((n,), quality - QUALITY_MIN, device=self.device)
+        return torch.full((n,), quality_to_level(quality), device=self.device)
 
     @torch.inference_mode()
     def symbols(self, pics: list[image.Picture], quality: float) -> tuple[np.ndarray, ...]:
@@ -268,7 +276,7 @@ class Codec:
     @torch.inference_mode()
     def _synthesize(self, m: LoadedModel, headers: list[container.Header],
                     y_hat: torch.Tensor) -> list[np.ndarray]:
-        level = torch.tensor([h.quality - QUALITY_MIN for h in headers], device=self.device)
+        level = torch.tensor([quality_to_level(h.quality) for h in headers], device=self.device)
         x = m.g_s(y_hat * m.gains.inverse_gain(level))
         x = torch.round(x.clamp(0, 1) * 255).to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
         return [np.ascontiguousarray(x[i, : h.height, : h.width]) for i, h in enumerate(headers)]

@@ -38,7 +38,7 @@ FORMAT_VERSION = 1
 MODES = ("RGB", "L", "RGBA", "LA")
 MAX_SIDE = 65535
 MAX_PIXELS = 1 << 26  # 67 MP: bounds the memory a (possibly hostile) file can make the decoder use
-QUALITY_MIN, QUALITY_MAX = 1.0, 8.0  # the quality range of every model so far
+QUALITY_MIN, QUALITY_MAX = 1.0, 10.0  # the quality range of every model so far
 _FIXED = struct.Struct("<4sB8sBH")
 
 

@@ -12,7 +12,9 @@ Variable rate (Cui et al. 2021, "Asymmetric gained deep image compression"): one
 quality level multiplies y channel-wise before quantization, and an inverse gain vector undoes it
 before synthesis. A larger gain means a finer effective quantization step, i.e. higher quality.
 Fractional quality levels interpolate the log-gains, which gives a continuous quality knob from a
-single trained model.
+single trained model. Levels below the lowest trained one extrapolate the log-gains linearly (down
+to ``MIN_LEVEL``): a smaller gain is simply a coarser quantization step, which gives a smooth,
+measured continuation to lower rates without another model.
 """
 
 from __future__ import annotations
@@ -103,12 +105,22 @@ class QualityGains(nn.Module):
     def levels(self) -> int:
         return len(self.lambdas)
 
+    MIN_LEVEL = -2.0
+
     def _interp(self, table: torch.Tensor, level: torch.Tensor) -> torch.Tensor:
-        """Geometric interpolation between neighbouring levels; ``level`` is a float tensor (B,)."""
-        level = level.clamp(0, self.levels - 1)
-        lo = level.floor().long().clamp(max=self.levels - 2)
-        frac = (level - lo.to(level.dtype))[:, None]
-        return ((1 - frac) * table[lo] + frac * table[lo + 1]).exp()[:, :, None, None]
+        """Geometric interpolation between neighbouring levels; ``level`` is a float tensor (B,).
+
+        Below level 0 (down to MIN_LEVEL) every channel moves by the same log-step, the mean step per
+        level over all channels and levels: a per-channel extrapolation would amplify channels whose
+        gain is not monotone between the two lowest levels and could *raise* the rate.
+        """
+        level = level.clamp(self.MIN_LEVEL, self.levels - 1)
+        lo = level.floor().long().clamp(0, self.levels - 2)
+        frac = (level.clamp(min=0) - lo.to(level.dtype))[:, None]
+        log_gain = (1 - frac) * table[lo] + frac * table[lo + 1]
+        slope = (table[-1] - table[0]).mean() / (self.levels - 1)
+        log_gain = log_gain + level.clamp(max=0)[:, None] * slope
+        return log_gain.exp()[:, :, None, None]
 
     def gain(self, level: torch.Tensor) -> torch.Tensor:
         return self._interp(self.log_gain, level)
