@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import PSNR_FLOOR, psnr
+from conftest import PSNR_FLOOR, psnr, smooth_image
 from PIL import Image
 
 import vaecodec
@@ -68,11 +68,8 @@ def test_la_alpha_is_lossless(codec, make_image):
 
 
 def _palette_image() -> Image.Image:
-    idx = (np.arange(24 * 32).reshape(24, 32) // 7 % 8).astype(np.uint8)
-    im = Image.fromarray(idx, "P")
-    palette = [v for i in range(8) for v in (30 * i, 255 - 30 * i, 100 + 10 * i)]
-    im.putpalette(palette + [0] * (768 - len(palette)))
-    return im
+    """A 16-colour palette version of a smooth synthetic image (what a GIF of a photo looks like)."""
+    return Image.fromarray(smooth_image(48, 64, seed=5)).quantize(16)
 
 
 def test_palette_decodes_as_rgb(codec):
@@ -81,7 +78,7 @@ def test_palette_decodes_as_rgb(codec):
     out = codec.decompress(codec.compress(im, quality=10))
     assert out.mode == "RGB"
     assert out.size == im.size
-    assert psnr(out, im.convert("RGB")) > PSNR_FLOOR - 4  # hard-edged palette pattern
+    assert psnr(out, im.convert("RGB")) > PSNR_FLOOR - 2  # palette steps are hard edges
 
 
 def test_palette_with_transparency_decodes_as_rgba(codec):

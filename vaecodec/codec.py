@@ -262,15 +262,30 @@ class Codec:
             f"(it has {shipped})")
 
     @torch.inference_mode()
-    def _decode_latents(self, m: LoadedModel, header: container.Header,
-                        payload: container.Payload) -> torch.Tensor:
-        """Entropy-decode a file's y_hat (M, H/16, W/16) as float32 on the device."""
+    def decode_integers(self, data: FileInput) -> dict[str, np.ndarray]:
+        """Every integer the decoder derives from a file: z and y symbols, the prior's fixed-point
+        means and scale indices. These must be identical on every device and thread count, which is
+        what the golden-file tests and the cross-device bench check."""
+        header, payload = container.unpack(_read(data))
+        m = self.model_for(header.model_id)
+        z, y, mean, index = self._decode_integers(m, header, payload)
+        return {"z": z, "y": y, "mean": mean.cpu().numpy().astype(np.int64), "index": index}
+
+    def _decode_integers(self, m: LoadedModel, header: container.Header, payload: container.Payload
+                         ) -> tuple[np.ndarray, np.ndarray, torch.Tensor, np.ndarray]:
         hp, wp = self._padded((header.width, header.height))
         dec = entropy.StreamDecoder(payload.stream, payload.escapes)
         z = dec.z(m.z_coder, (m.config.n, hp // PAD, wp // PAD))
         mean, index = m.h_s(torch.from_numpy(z)[None].to(self.device))
-        y = dec.y(m.y_coder, index[0].cpu().numpy())
-        y_hat = torch.from_numpy(y).to(self.device).double() + mean[0].double() / 2**MEAN_FRAC_BITS
+        index = index[0].cpu().numpy()
+        return z, dec.y(m.y_coder, index), mean[0], index
+
+    @torch.inference_mode()
+    def _decode_latents(self, m: LoadedModel, header: container.Header,
+                        payload: container.Payload) -> torch.Tensor:
+        """Entropy-decode a file's y_hat (M, H/16, W/16) as float32 on the device."""
+        _, y, mean, _ = self._decode_integers(m, header, payload)
+        y_hat = torch.from_numpy(y).to(self.device).double() + mean.double() / 2**MEAN_FRAC_BITS
         return y_hat.float()
 
     @torch.inference_mode()

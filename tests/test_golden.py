@@ -1,0 +1,44 @@
+"""Files are forever: golden .vaez files of every shipped model decode exactly as when released."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from conftest import PSNR_FLOOR, psnr
+from golden import CASES, DATA
+
+from vaecodec import Codec
+
+GOLDEN = sorted(DATA.glob("golden-*.vaez"))
+
+
+def test_every_shipped_model_has_golden_files(codec):
+    assert any(p.name.startswith(f"golden-{codec.model.name}-") for p in GOLDEN)
+
+
+@pytest.mark.parametrize("path", GOLDEN, ids=[p.stem for p in GOLDEN])
+def test_golden_file_decodes_to_the_same_integers(codec, path):
+    data = path.read_bytes()
+    expected = np.load(path.with_suffix(".npz"))
+    got = codec.decode_integers(data)
+    for key in ("z", "y", "mean", "index"):
+        assert np.array_equal(got[key], expected[key]), key
+
+
+@pytest.mark.parametrize("path", GOLDEN, ids=[p.stem for p in GOLDEN])
+def test_golden_file_decodes_to_the_same_image(codec, path):
+    golden = np.load(path.with_suffix(".npz"))
+    make, quality = CASES[str(golden["case"])]
+    source = make()
+    header, _ = Codec.info(path)
+    assert header.quality == quality
+    out = np.asarray(codec.decompress(path))
+    assert out.shape == source.shape
+    expected = golden["pixels"]
+    # g_s is float: another CPU may round a few pixels the other way, never more than that.
+    assert np.abs(out.astype(int) - expected).max() <= 2
+    assert np.mean(out != expected) < 0.01
+    if source.ndim == 3 and source.shape[2] == 4:
+        assert np.array_equal(out[..., 3], source[..., 3])  # alpha is lossless
+        out, source = out[..., :3], source[..., :3]
+    assert psnr(out, source) > PSNR_FLOOR - 4  # low qualities in the set
