@@ -1,0 +1,262 @@
+"""Rate-distortion of vaecodec against the codecs a user would otherwise pick, on the same images in
+the same run, plus the published Kodak curves as reference.
+
+    python -m bench.rd                               # ../shared/data/kodak -> bench/results/kodak/
+    python -m bench.rd --data ../shared/data/eval    # another folder -> bench/results/eval/
+    python -m bench.rd --limit 3 --peers jpeg420,webp --qualities 1,4,7,10 --out /tmp/rd
+
+For every image, every vaecodec quality and every peer setting (``bench/peers.py``: JPEG 4:2:0 and
+4:4:4, WebP, AVIF, JPEG 2000, JPEG XL; a peer whose library or tool is missing is skipped with a
+note) it records the real file bytes (-> bpp), PSNR on 8-bit RGB and MS-SSIM (``bench/metrics.py``),
+and encode/decode wall time (image in memory -> bytes -> RGB image; one thread for vaecodec unless
+``--threads``). Curves are averaged per setting the CompressAI way (mean bpp, mean PSNR over images).
+BD-rate (``bench/bdrate.py``: PSNR, piecewise cubic in log-rate, overlapping PSNR range) is given for
+vaecodec against every peer and reference curve, and for every curve against JPEG 4:2:0.
+
+Writes ``rd.csv`` (every point), ``rd.md`` (machine, date, commit, command; per-setting tables;
+BD-rates) and ``rd.png`` (PSNR vs bpp; needs matplotlib, the ``bench`` extra, else skipped with a note).
+The published curves (``../shared/reference/kodak_published_rd.csv``) are over all 24 Kodak images and
+only drawn for a folder named ``kodak``; they are marked "published", never mixed with measured ones.
+
+Validation against ``../shared/reference/kodak_conventional_measured.csv`` (made with the same
+libjpeg-turbo 3.2, libwebp and OpenJPEG 2.5), re-encoding kodim01-03 with ``bench/peers.py``: JPEG
+4:2:0 and 4:4:4 (all 13 qualities, 78 points), WebP and JPEG 2000 (3 settings each, 18 points) give
+byte-identical files, PSNR within 5e-5 dB of the CSV (its 4-decimal rounding) and MS-SSIM within
+3.9e-6 (the CSV keeps 6 decimals; the rest is float32 vs our float64), which checks
+``metrics.ms_ssim`` against an independent measurement. AVIF differs by the libaom version (Pillow's
+libavif 1.4.2 vs avifenc 0.11): same quantizer, different bytes, up to 0.47 dB per point (kodim01 at
+quantizer 28: 73565 vs 72402 bytes, 35.10 vs 35.09 dB).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from bench.bdrate import bd_rate
+from bench.common import DEFAULT_DATA, ROOT, environment, image_files, load_rgb
+from bench.metrics import ms_ssim, psnr
+from bench.peers import Peer, all_peers
+
+REFERENCE_DIR = ROOT.parent / "shared" / "reference"
+ANCHOR = "jpeg420"
+# published curves drawn as reference: CSV codec name -> label
+REFERENCE_CURVES = {
+    "compressai-bmshj2018-factorized_mse_cuda": "bmshj2018-factorized (CompressAI)",
+    "compressai-bmshj2018-hyperprior_mse_cuda": "bmshj2018-hyperprior (CompressAI)",
+    "compressai-mbt2018-mean_mse_cuda": "mbt2018-mean (CompressAI)",
+    "compressai-mbt2018_mse_cuda": "mbt2018 (CompressAI)",
+    "compressai-cheng2020-anchor_mse_cuda": "cheng2020-anchor (CompressAI)",
+    "bpg_444_x265_ycbcr": "BPG 4:4:4 (x265)",
+    "vtm": "VTM-9.1 (VVC intra)",
+    "av1": "AV1 (aom)",
+}
+FIELDS = ["image", "codec", "setting", "bytes", "bpp", "psnr", "ms_ssim", "enc_s", "dec_s", "width", "height"]
+
+
+def measure(images: dict[str, Image.Image], codec: str, setting: float,
+            encode: Callable[[Image.Image], bytes], decode: Callable[[bytes], Image.Image]) -> list[dict]:
+    """One codec at one setting on every image: bytes, bpp, PSNR, MS-SSIM and wall times."""
+    rows = []
+    for name, img in images.items():
+        t0 = time.perf_counter()
+        data = encode(img)
+        t1 = time.perf_counter()
+        out = decode(data)
+        t2 = time.perf_counter()
+        a, b = np.asarray(img), np.asarray(out.convert("RGB"))
+        w, h = img.size
+        rows.append({"image": name, "codec": codec, "setting": setting, "bytes": len(data),
+                     "bpp": 8 * len(data) / (w * h), "psnr": psnr(a, b), "ms_ssim": ms_ssim(a, b),
+                     "enc_s": t1 - t0, "dec_s": t2 - t1, "width": w, "height": h})
+    return rows
+
+
+def run_vaecodec(images: dict[str, Image.Image], qualities: list[float], device: str) -> list[dict]:
+    """Every quality through the public Codec API, the path users take."""
+    from vaecodec import Codec
+
+    codec = Codec(device=device)
+    rows = []
+    for q in qualities:
+        rows += measure(images, "vaecodec", q, lambda img, q=q: codec.compress(img, q), codec.decompress)
+        print(f"vaecodec q={q:g}: done", file=sys.stderr, flush=True)
+    return rows
+
+
+def run_peer(images: dict[str, Image.Image], peer: Peer) -> list[dict]:
+    """Every setting of one peer, single-threaded (as the reference measurements were)."""
+    rows = []
+    for s in peer.settings:
+        rows += measure(images, peer.name, s, lambda img, s=s: peer.encode(img, s, 1), peer.decode)
+    print(f"{peer.name}: done", file=sys.stderr, flush=True)
+    return rows
+
+
+def means(rows: list[dict]) -> dict[str, list[dict]]:
+    """Per codec, per setting: mean of every metric over images (CompressAI's averaging)."""
+    out: dict[str, list[dict]] = {}
+    for codec in dict.fromkeys(r["codec"] for r in rows):
+        for setting in sorted({r["setting"] for r in rows if r["codec"] == codec}):
+            sel = [r for r in rows if r["codec"] == codec and r["setting"] == setting]
+            out.setdefault(codec, []).append(
+                {k: float(np.mean([r[k] for r in sel])) for k in ("bpp", "psnr", "ms_ssim", "enc_s", "dec_s")}
+                | {"setting": setting, "n": len(sel)})
+    return out
+
+
+def load_reference(path: Path) -> dict[str, list[dict]]:
+    """The published curves of REFERENCE_CURVES from CompressAI's results, as mean points per quality."""
+    curves: dict[str, list[dict]] = {}
+    with path.open() as f:
+        for r in csv.DictReader(f):
+            if r["codec"] in REFERENCE_CURVES:
+                curves.setdefault(r["codec"], []).append(
+                    {"setting": float(r["quality"]), "bpp": float(r["bpp"]), "psnr": float(r["psnr"]),
+                     "ms_ssim": float(r["ms_ssim"]) if r["ms_ssim"] else float("nan")})
+    return {k: sorted(v, key=lambda p: p["bpp"]) for k, v in curves.items()}
+
+
+def bd(anchor: list[dict], test: list[dict]) -> float:
+    """BD-rate in percent of ``test`` against ``anchor`` (mean points); NaN without PSNR overlap."""
+    return bd_rate([p["bpp"] for p in anchor], [p["psnr"] for p in anchor],
+                   [p["bpp"] for p in test], [p["psnr"] for p in test])
+
+
+def _pct(value: float) -> str:
+    return "n/a (no PSNR overlap)" if np.isnan(value) else f"{value:+.1f} %"
+
+
+def curve_table(title: str, points: list[dict], setting_name: str, timed: bool = True) -> list[str]:
+    """Markdown table of one curve's mean points (published curves carry no comparable times)."""
+    head = f"| {setting_name} | bpp | PSNR (dB) | MS-SSIM |"
+    head += " encode s/img | decode s/img |" if timed else ""
+    lines = [f"### {title}", "", head, "|" + "---|" * (head.count("|") - 1)]
+    for p in points:
+        row = f"| {p['setting']:g} | {p['bpp']:.3f} | {p['psnr']:.2f} | {p['ms_ssim']:.4f} |"
+        lines.append(row + (f" {p['enc_s']:.3f} | {p['dec_s']:.3f} |" if timed else ""))
+    return [*lines, ""]
+
+
+def bd_table(measured: dict[str, list[dict]], labels: dict[str, str],
+             reference: dict[str, list[dict]]) -> list[str]:
+    """One row per curve: how many bits vaecodec needs against it, and it against JPEG 4:2:0."""
+    lines = ["| curve | source | vaecodec vs it | it vs JPEG 4:2:0 |", "|---|---|---|---|"]
+    ours, anchor = measured["vaecodec"], measured.get(ANCHOR)
+    for name, points in [*measured.items(), *reference.items()]:
+        if name == "vaecodec":
+            continue
+        source = "published (CompressAI)" if name in reference else "measured"
+        vs_anchor = "anchor" if name == ANCHOR else (_pct(bd(anchor, points)) if anchor else "n/a")
+        lines.append(f"| {labels[name]} | {source} | {_pct(bd(points, ours))} | {vs_anchor} |")
+    if anchor:
+        lines.append(f"| vaecodec | measured | - | {_pct(bd(anchor, ours))} |")
+    return lines
+
+
+def plot(path: Path, measured: dict[str, list[dict]], labels: dict[str, str],
+         reference: dict[str, list[dict]], title: str) -> str | None:
+    """PSNR vs bpp; returns a note instead of drawing when matplotlib is missing."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return "rd.png not drawn: matplotlib is not installed (`pip install '.[bench]'`)"
+    fig, ax = plt.subplots(figsize=(9, 6.5))
+    for name, points in measured.items():
+        ours = name == "vaecodec"
+        ax.plot([p["bpp"] for p in points], [p["psnr"] for p in points], "o-", ms=3 if not ours else 5,
+                lw=2.5 if ours else 1.2, color="black" if ours else None, label=f"{labels[name]} (measured)",
+                zorder=3 if ours else 2)
+    for name, points in reference.items():
+        ax.plot([p["bpp"] for p in points], [p["psnr"] for p in points], "--", lw=1, alpha=0.8,
+                label=f"{labels[name]} (published)")
+    ax.set(xlabel="bits per pixel (file bytes)", ylabel="PSNR, 8-bit RGB (dB)", title=title, xlim=(0, 2.2))
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return None
+
+
+def write_csv(path: Path, rows: list[dict]) -> None:
+    with path.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=FIELDS)
+        writer.writeheader()
+        for r in rows:
+            writer.writerow({k: f"{v:.6g}" if isinstance(v, float) else v for k, v in r.items()})
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data", type=Path, default=DEFAULT_DATA / "kodak", help="folder of images")
+    p.add_argument("--qualities", default="1,2,3,4,5,6,7,8,9,10", help="comma-separated vaecodec qualities")
+    p.add_argument("--peers", default=",".join(peer.name for peer in all_peers()),
+                   help="comma-separated peers (names as in bench/peers.py)")
+    p.add_argument("--device", default="cpu", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--threads", type=int, default=1, help="torch threads for vaecodec")
+    p.add_argument("--limit", type=int, default=None, help="only the first N images")
+    p.add_argument("--reference", type=Path, default=REFERENCE_DIR / "kodak_published_rd.csv")
+    p.add_argument("--out", type=Path, default=None, help="output folder (default bench/results/<dataset>)")
+    args = p.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    device = args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
+    dataset = args.data.resolve().name
+    out = args.out or ROOT / "bench" / "results" / dataset
+
+    files = image_files(args.data, args.limit)
+    images = {f.name: load_rgb(f) for f in files}
+    rows = run_vaecodec(images, [float(q) for q in args.qualities.split(",")], device)
+    wanted = args.peers.split(",") if args.peers else []
+    peers = [peer for peer in all_peers() if peer.name in wanted]
+    notes = [f"{peer.label}: skipped, {peer.missing}" for peer in peers if peer.missing]
+    for peer in peers:
+        if not peer.missing:
+            rows += run_peer(images, peer)
+
+    measured = means(rows)
+    reference = {}
+    if dataset == "kodak" and args.reference.is_file():
+        reference = load_reference(args.reference)
+        if len(files) < 24:
+            notes.append(f"published curves are over all 24 Kodak images; measured ones over {len(files)}")
+    elif dataset == "kodak":
+        notes.append(f"published curves not drawn: {args.reference} not found")
+    labels = {"vaecodec": "vaecodec"} | {peer.name: peer.label for peer in peers} | REFERENCE_CURVES
+
+    out.mkdir(parents=True, exist_ok=True)
+    write_csv(out / "rd.csv", rows)
+    plot_note = plot(out / "rd.png", measured, labels, reference, f"{dataset} ({len(files)} images)")
+    notes += [plot_note] if plot_note else []
+
+    lines = [f"# Rate-distortion on {dataset} ({len(files)} images)", "", *environment(device, args.threads),
+             "", "bpp = 8 x file bytes / pixels; PSNR and MS-SSIM on 8-bit RGB; means over images per "
+             "setting (CompressAI's averaging); times are wall-clock per image, in memory, peers single-"
+             "threaded. Every point: `rd.csv`." + (" Plot: `rd.png`." if not plot_note else ""), ""]
+    lines += [f"- note: {n}" for n in notes] + ([""] if notes else [])
+    lines += ["## BD-rate", "", "PSNR, piecewise cubic in log-rate over the overlapping PSNR range; "
+              "negative = fewer bits for the same PSNR. \"vaecodec vs it\" uses that curve as anchor.", "",
+              *bd_table(measured, labels, reference), "", "## Curves", ""]
+    lines += curve_table("vaecodec (measured)", measured["vaecodec"], "quality")
+    for peer in peers:
+        if peer.name in measured:
+            lines += curve_table(f"{peer.label} (measured)", measured[peer.name], "setting")
+    for name, points in reference.items():
+        lines += curve_table(f"{labels[name]} (published, CompressAI)", points, "quality", timed=False)
+    (out / "rd.md").write_text("\n".join(lines))
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,295 @@
+"""Speed and memory of vaecodec against the peers, in one process run, with ratios to JPEG.
+
+    python -m bench.speed                        # Kodak, CPU 1 and 2 threads (+ the GPU if present)
+    python -m bench.speed --limit 2 --batches 1,8 --repeat 2 --out /tmp/speed.md
+
+Machines are noisy, so everything is measured in the same run and reported both as seconds and as a
+ratio to Pillow JPEG 4:2:0 measured next to it. Per configuration (CPU with 1 and 2 torch threads;
+CUDA when available):
+
+- encode/decode seconds per image and per megapixel (median over ``--repeat`` runs, mean over the
+  images), vaecodec at ``--quality`` and every available peer at a setting near 1 bpp
+  (``Peer.speed_setting``), in memory;
+- vaecodec's time split into image I/O (PNG read / PNG write), analysis or synthesis transform, prior
+  network (h_a, integer h_s) and entropy coding (ANS + container), by running Codec's own stages one
+  by one (the staged encoder must write the same bytes as ``Codec.compress``, which is checked);
+- batch throughput of ``Codec.compress_batch`` / ``decompress_batch`` (images per second) for
+  ``--batches`` equal-size images.
+
+Peak memory of one vaecodec encode+decode is measured per configuration in a fresh subprocess (so runs
+do not pollute each other), for the first image and for a ``--large`` image (a Kodak image resized):
+peak RSS (``ru_maxrss``) on the CPU, ``torch.cuda.max_memory_allocated`` on the GPU. Writes
+``bench/results/speed_<device>.md`` with machine, date, commit and command.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from functools import partial
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from bench.common import DEFAULT_DATA, ROOT, environment, image_files, load_rgb
+from bench.peers import all_peers
+from vaecodec import Codec, container, entropy, image
+from vaecodec.codec import PAD, check_quality
+from vaecodec.prior import MEAN_FRAC_BITS
+from vaecodec.quantize import symbols
+
+ENCODE_STAGES = ("image I/O", "analysis g_a", "prior h_a/h_s", "entropy coding")
+DECODE_STAGES = ("entropy coding", "prior h_s", "synthesis g_s", "image I/O")
+
+
+class Laps:
+    """Wall time between marks, waiting for the GPU at each mark so time lands in the right stage."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.cuda = device.type == "cuda"
+        self.times: dict[str, float] = {}
+        self.last = self._now()
+
+    def _now(self) -> float:
+        if self.cuda:
+            torch.cuda.synchronize()
+        return time.perf_counter()
+
+    def mark(self, stage: str) -> None:
+        now = self._now()
+        self.times[stage] = self.times.get(stage, 0.0) + now - self.last
+        self.last = now
+
+
+@torch.inference_mode()
+def staged_encode(codec: Codec, path: Path, quality: float) -> tuple[bytes, dict[str, float]]:
+    """Codec.compress of one RGB file, stage by stage (the same calls as Codec._compress_group)."""
+    m, q = codec.model, check_quality(quality)
+    laps = Laps(codec.device)
+    pic = image.load(path)
+    laps.mark("image I/O")
+    hp, wp = codec._padded(pic.size)
+    x = codec._to_tensor(pic, hp, wp)[None].to(codec.device)
+    y = m.g_a(x) * m.gains.gain(codec._level(q, 1))
+    laps.mark("analysis g_a")
+    z = symbols(m.h_a(y))
+    mean, index = m.h_s(z)
+    y_sym = symbols(y, mean.double() / 2**MEAN_FRAC_BITS)
+    z, y_sym, index = z.cpu().numpy(), y_sym.cpu().numpy(), index.cpu().numpy()
+    laps.mark("prior h_a/h_s")
+    stream, escapes = entropy.encode(m.z_coder, z[0], m.y_coder, y_sym[0], index[0])
+    header = container.Header(m.model_id, pic.mode, q, *pic.size)
+    data = container.pack(header, container.Payload(stream, escapes, b""))
+    laps.mark("entropy coding")
+    return data, laps.times
+
+
+@torch.inference_mode()
+def staged_decode(codec: Codec, data: bytes) -> tuple[bytes, dict[str, float]]:
+    """Codec.decompress of one file to PNG bytes, stage by stage (as Codec._decode_integers and
+    Codec._synthesize do it)."""
+    laps = Laps(codec.device)
+    header, payload = container.unpack(data)
+    m = codec.model_for(header.model_id)
+    hp, wp = codec._padded((header.width, header.height))
+    dec = entropy.StreamDecoder(payload.stream, payload.escapes)
+    z = dec.z(m.z_coder, (m.config.n, hp // PAD, wp // PAD))
+    laps.mark("entropy coding")
+    mean, index = m.h_s(torch.from_numpy(z)[None].to(codec.device))
+    index = index[0].cpu().numpy()
+    laps.mark("prior h_s")
+    y = dec.y(m.y_coder, index)
+    laps.mark("entropy coding")
+    y_hat = (torch.from_numpy(y).to(codec.device).double() + mean[0].double() / 2**MEAN_FRAC_BITS).float()
+    rgb = codec._synthesize(m, [header], y_hat[None])[0]
+    laps.mark("synthesis g_s")
+    buf = io.BytesIO()
+    image.to_pil(image.Picture(rgb, header.mode)).save(buf, format="PNG")
+    laps.mark("image I/O")
+    return buf.getvalue(), laps.times
+
+
+def median_time(fn: Callable[[], object], repeat: int, device: torch.device) -> float:
+    """Median wall time of ``repeat`` calls, after one warm-up call (lazy inits, caches)."""
+    fn()
+    times = []
+    for _ in range(repeat):
+        laps = Laps(device)
+        fn()
+        laps.mark("t")
+        times.append(laps.times["t"])
+    return statistics.median(times)
+
+
+def median_stages(fn: Callable[[], tuple[bytes, dict[str, float]]], repeat: int) -> dict[str, float]:
+    runs = [fn()[1] for _ in range(repeat + 1)][1:]
+    return {k: statistics.median(r[k] for r in runs) for k in runs[0]}
+
+
+def per_image_times(codec: Codec, files: list[Path], args: argparse.Namespace, threads: int
+                    ) -> tuple[list[tuple[str, float, float, float]], dict[str, float]]:
+    """(codec label, encode s, decode s, megapixels) means over images, and vaecodec's stage split."""
+    dev = codec.device
+    images = {f: load_rgb(f) for f in files}
+    mp = float(np.mean([im.width * im.height / 1e6 for im in images.values()]))
+    rows, stages = [], {}
+    enc = [median_time(lambda f=f: codec.compress(images[f], args.quality), args.repeat, dev) for f in files]
+    blobs = {f: codec.compress(images[f], args.quality) for f in files}
+    dec = [median_time(lambda f=f: codec.decompress(blobs[f]), args.repeat, dev) for f in files]
+    rows.append((f"vaecodec q={args.quality:g}", float(np.mean(enc)), float(np.mean(dec)), mp))
+    for f in files:
+        if staged_encode(codec, f, args.quality)[0] != blobs[f]:
+            raise RuntimeError(f"staged encoder disagrees with Codec.compress on {f.name}")
+        split = median_stages(lambda f=f: staged_encode(codec, f, args.quality), args.repeat)
+        split = {f"encode: {k}": v for k, v in split.items()}
+        split |= {f"decode: {k}": v for k, v in
+                  median_stages(lambda f=f: staged_decode(codec, blobs[f]), args.repeat).items()}
+        for k, v in split.items():
+            stages[k] = stages.get(k, 0.0) + v / len(files)
+    if dev.type == "cpu":
+        for peer in all_peers():
+            if peer.missing or peer.name not in args.peers.split(","):
+                continue
+            s, enc, dec = peer.speed_setting, [], []
+            for im in images.values():
+                data = peer.encode(im, s, threads)
+                enc.append(median_time(partial(peer.encode, im, s, threads), args.repeat, dev))
+                dec.append(median_time(partial(peer.decode, data), args.repeat, dev))
+            rows.append((f"{peer.label} @ {s:g}", float(np.mean(enc)), float(np.mean(dec)), mp))
+    return rows, stages
+
+
+def throughput(codec: Codec, files: list[Path], quality: float, counts: list[int]) -> list[str]:
+    """Images per second through the batch API for N equal-size images (the first size found)."""
+    size = load_rgb(files[0]).size
+    same = [im for im in (load_rgb(f) for f in files) if im.size == size]
+    lines = []
+    for n in counts:
+        batch = [same[i % len(same)] for i in range(n)]
+        laps = Laps(codec.device)
+        blobs = codec.compress_batch(batch, quality)
+        laps.mark("enc")
+        codec.decompress_batch(blobs)
+        laps.mark("dec")
+        enc, dec = n / laps.times["enc"], n / laps.times["dec"]
+        lines.append(f"| {n} | {size[0]}x{size[1]} | {enc:.2f} | {dec:.2f} |")
+    return lines
+
+
+def child_memory(device: str, threads: int, source: str, size: str | None, quality: float) -> dict:
+    """Runs in a fresh process: one encode+decode, reporting baseline and peak memory in MB."""
+    torch.set_num_threads(threads)
+    codec = Codec(device=device)
+    img = load_rgb(Path(source))
+    if size:
+        img = img.resize(tuple(int(v) for v in size.split("x")), Image.Resampling.BICUBIC)
+    page_mb = resource.getpagesize() / 2**20
+    base = int(Path("/proc/self/statm").read_text().split()[1]) * page_mb  # current RSS, not the peak
+    codec.decompress(codec.compress(img, quality))
+    out = {"pixels": img.width * img.height, "size": f"{img.width}x{img.height}", "rss_base_mb": base,
+           "rss_peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+    if codec.device.type == "cuda":
+        out["cuda_peak_mb"] = torch.cuda.max_memory_allocated() / 2**20
+    return out
+
+
+def memory_rows(device: str, threads: int, source: Path, large: str, quality: float) -> list[str]:
+    rows = []
+    for size in (None, large):
+        cmd = [sys.executable, "-m", "bench.speed", "--child", device, str(threads), str(source),
+               size or "", f"{quality:g}"]
+        res = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+        if res.returncode:
+            why = res.stderr.strip().splitlines()[-1] if res.stderr.strip() else f"exit {res.returncode}"
+            rows.append(f"| {device}, {threads} threads | {size or source.name} | failed: {why} | | |")
+            continue
+        r = json.loads(res.stdout.strip().splitlines()[-1])
+        gpu = f"{r['cuda_peak_mb']:.0f}" if "cuda_peak_mb" in r else "-"
+        rows.append(f"| {device}, {threads} threads | {r['size']} | {r['rss_peak_mb']:.0f} | "
+                    f"{r['rss_peak_mb'] - r['rss_base_mb']:.0f} | {gpu} |")
+    return rows
+
+
+def config_section(device: str, threads: int, files: list[Path], args: argparse.Namespace) -> list[str]:
+    torch.set_num_threads(threads)
+    codec = Codec(device=device)
+    rows, stages = per_image_times(codec, files, args, threads)
+    jpeg = next((r for r in rows if r[0].startswith("JPEG 4:2:0")), None)
+    gpu = f" ({torch.cuda.get_device_name()})" if device == "cuda" else ""
+    lines = [f"## {device}, {threads} torch threads{gpu}", "",
+             "| codec @ setting | encode s/img | decode s/img | encode s/MP | decode s/MP | encode / JPEG | "
+             "decode / JPEG |", "|---|---|---|---|---|---|---|"]
+    for name, e, d, mp in rows:
+        ratio = f"{e / jpeg[1]:.1f}x | {d / jpeg[2]:.1f}x" if jpeg else "- | -"
+        lines.append(f"| {name} | {e:.4f} | {d:.4f} | {e / mp:.4f} | {d / mp:.4f} | {ratio} |")
+    lines += ["", "vaecodec, where the time goes (s/img, staged run):", "", "| stage | s/img | share |",
+              "|---|---|---|"]
+    for side in ("encode", "decode"):
+        total = sum(v for k, v in stages.items() if k.startswith(side))
+        lines += [f"| {k} | {v:.4f} | {100 * v / total:.0f} % |"
+                  for k, v in stages.items() if k.startswith(side)]
+        lines.append(f"| **{side} total** | {total:.4f} | |")
+    counts = [int(n) for n in args.batches.split(",")]
+    lines += ["", "Batch API throughput (images/s):", "",
+              "| images | size | compress_batch | decompress_batch |", "|---|---|---|---|",
+              *throughput(codec, files, args.quality, counts), ""]
+    print("\n".join(lines), flush=True)
+    return lines
+
+
+def main(argv: list[str] | None = None) -> None:
+    if argv is None and len(sys.argv) > 1 and sys.argv[1] == "--child":
+        _, _, device, threads, source, size, quality = sys.argv
+        print(json.dumps(child_memory(device, int(threads), source, size or None, float(quality))))
+        return
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data", type=Path, default=DEFAULT_DATA / "kodak", help="folder of images")
+    p.add_argument("--limit", type=int, default=6, help="images timed per configuration")
+    p.add_argument("--quality", type=float, default=7.0, help="vaecodec quality")
+    p.add_argument("--threads", default="1,2", help="CPU torch thread counts")
+    p.add_argument("--repeat", type=int, default=3, help="timed runs per image (median)")
+    p.add_argument("--batches", default="1,8,64", help="image counts for batch throughput")
+    p.add_argument("--large", default="4000x3000", help="size of the large image for peak memory")
+    p.add_argument("--peers", default=",".join(peer.name for peer in all_peers()))
+    p.add_argument("--no-cuda", action="store_true", help="skip the GPU even if one is present")
+    p.add_argument("--out", type=Path, default=None, help="default bench/results/speed_<device>.md")
+    args = p.parse_args(argv)
+
+    files = image_files(args.data, args.limit)
+    configs = [("cpu", int(t)) for t in args.threads.split(",")]
+    if torch.cuda.is_available() and not args.no_cuda:
+        configs.append(("cuda", int(args.threads.split(",")[-1])))
+        tag = "cuda_" + "".join(c if c.isalnum() else "_" for c in torch.cuda.get_device_name().lower())
+    else:
+        tag = "cpu"
+    out = args.out or ROOT / "bench" / "results" / f"speed_{tag}.md"
+    lines = [f"# Speed and memory on {args.data.name} ({len(files)} images, vaecodec q={args.quality:g})",
+             "", *environment(configs[-1][0], " and ".join(str(t) for _, t in configs)), "",
+             "Seconds are wall-clock, median of repeats, mean over images, in memory (no file I/O) except "
+             "the stage split, whose image I/O is PNG read/write. Peers run on the CPU with the same thread "
+             "count (only AVIF and JPEG XL use more than one). Ratios are to JPEG 4:2:0 in the same run.",
+             ""]
+    for device, threads in configs:
+        lines += config_section(device, threads, files, args)
+    lines += ["## Peak memory (vaecodec encode + decode, fresh process each)", "",
+              "| configuration | image | peak RSS MB | peak minus RSS with model loaded MB | "
+              "CUDA max allocated MB |",
+              "|---|---|---|---|---|"]
+    for device, threads in configs:
+        lines += memory_rows(device, threads, files[0], args.large, args.quality)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text("\n".join(lines) + "\n")
+    print("\n".join(lines[-2 - 2 * len(configs):]))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,93 @@
+"""Known-answer tests of the benchmark's metrics and BD-rate (fast, CPU only, no shared data)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from bench.bdrate import bd_rate
+from bench.metrics import ms_ssim, psnr
+from bench.peers import avif_quality
+
+RATES = [0.2, 0.4, 0.7, 1.1, 1.6, 2.2]
+PSNRS = [26.0, 28.5, 31.0, 33.2, 35.1, 37.0]
+
+
+def test_psnr_known_values() -> None:
+    a = np.zeros((4, 4, 3), np.uint8)
+    assert psnr(a, a) == float("inf")
+    assert psnr(a, a + 1) == pytest.approx(20 * np.log10(255))  # MSE 1
+    b = a.copy()
+    b[0, 0, 0] = 255  # MSE = 255^2 / 48
+    assert psnr(a, b) == pytest.approx(10 * np.log10(48))
+
+
+def _ms_ssim_reference(a: np.ndarray, b: np.ndarray) -> float:
+    """Independent MS-SSIM: explicit 2-D window sums per pixel (no separable filtering), numpy."""
+    g = np.exp(-((np.arange(11) - 5) ** 2) / (2 * 1.5**2))
+    win = np.outer(g, g) / g.sum() ** 2
+    c1, c2 = (0.01 * 255) ** 2, (0.03 * 255) ** 2
+    x, y = a.astype(np.float64).transpose(2, 0, 1), b.astype(np.float64).transpose(2, 0, 1)
+    weights = [0.0448, 0.2856, 0.3001, 0.2363, 0.1333]
+    result = np.ones(x.shape[0])
+    for level, w in enumerate(weights):
+        views = [np.lib.stride_tricks.sliding_window_view(v, (11, 11), axis=(1, 2))
+                 for v in (x, y, x * x, y * y, x * y)]
+        mx, my, xx, yy, xy = (np.einsum("chwij,ij->chw", v, win) for v in views)
+        vx, vy, cov = xx - mx**2, yy - my**2, xy - mx * my
+        cs = (2 * cov + c2) / (vx + vy + c2)
+        term = cs if level < 4 else cs * (2 * mx * my + c1) / (mx**2 + my**2 + c1)
+        result *= np.maximum(term.mean(axis=(1, 2)), 0) ** w
+        if level < 4:  # 2x2 mean; odd sides zero-padded on both ends (avg_pool2d, padding=1)
+            x, y = (np.pad(v, [(0, 0), (v.shape[1] % 2,) * 2, (v.shape[2] % 2,) * 2]) for v in (x, y))
+            h, wd = x.shape[1] // 2 * 2, x.shape[2] // 2 * 2
+            x, y = (v[:, :h, :wd].reshape(-1, h // 2, 2, wd // 2, 2).mean(axis=(2, 4)) for v in (x, y))
+    return float(result.mean())
+
+
+def test_ms_ssim_identical_is_one() -> None:
+    a = np.random.default_rng(0).integers(0, 256, (176, 180, 3), dtype=np.uint8)
+    assert ms_ssim(a, a) == pytest.approx(1.0, abs=1e-12)
+
+
+def test_ms_ssim_matches_independent_implementation_odd_sizes() -> None:
+    rng = np.random.default_rng(1)
+    base = rng.integers(0, 256, (45, 47, 3)).astype(np.float64)
+    a = np.clip(np.kron(base, np.ones((4, 4, 1)))[:177, :183] + rng.normal(0, 8, (177, 183, 3)), 0, 255)
+    a = a.astype(np.uint8)
+    b = np.clip(a + rng.normal(0, 12, a.shape), 0, 255).astype(np.uint8)
+    ours = ms_ssim(a, b)
+    assert 0.5 < ours < 1.0
+    assert ours == pytest.approx(_ms_ssim_reference(a, b), abs=1e-9)
+
+
+@pytest.mark.parametrize("factor", [0.5, 0.8, 1.25, 2.0])
+def test_bd_rate_of_scaled_curve(factor: float) -> None:
+    """A curve against itself with every rate times ``factor`` is exactly (factor - 1) * 100 %."""
+    assert bd_rate(RATES, PSNRS, [r * factor for r in RATES], PSNRS) == pytest.approx((factor - 1) * 100,
+                                                                                     abs=1e-9)
+
+
+def test_bd_rate_self_is_zero_and_antisymmetric() -> None:
+    assert bd_rate(RATES, PSNRS, RATES, PSNRS) == pytest.approx(0, abs=1e-12)
+    other = ([0.15, 0.3, 0.6, 1.0, 1.7], [25.5, 28.0, 31.2, 33.5, 36.0])
+    forward, backward = bd_rate(RATES, PSNRS, *other), bd_rate(*other, RATES, PSNRS)
+    assert (1 + forward / 100) * (1 + backward / 100) == pytest.approx(1, abs=1e-9)
+
+
+def test_bd_rate_linear_log_rate_known_answer() -> None:
+    """log-rate linear in PSNR for both curves (PCHIP is exact there): a shift of 1 dB at slope
+    0.2 / dB in log-rate means exp(-0.2) - 1 fewer bits on the overlap."""
+    q = np.linspace(26, 38, 7)
+    anchor = np.exp(0.2 * (q - 30))
+    test = np.exp(0.2 * (q - 1 - 30))
+    assert bd_rate(anchor, q, test, q) == pytest.approx((np.exp(-0.2) - 1) * 100, abs=1e-9)
+
+
+def test_bd_rate_without_overlap_is_nan() -> None:
+    assert np.isnan(bd_rate([0.1, 0.2], [20, 21], [0.5, 1.0], [30, 31]))
+
+
+def test_avif_quality_inverts_libavif_mapping() -> None:
+    for quantizer in range(64):
+        assert ((100 - avif_quality(quantizer)) * 63 + 50) // 100 == quantizer
