@@ -18,7 +18,7 @@ CUDA when available):
 
 Peak memory of one vaecodec encode+decode is measured per configuration in a fresh subprocess (so runs
 do not pollute each other), for the first image and for a ``--large`` image (a Kodak image resized):
-peak RSS (``ru_maxrss``) on the CPU, ``torch.cuda.max_memory_allocated`` on the GPU. Writes
+peak RSS (``VmHWM``) on the CPU, ``torch.cuda.max_memory_allocated`` on the GPU. Writes
 ``bench/results/speed_<device>.md`` with machine, date, commit and command.
 """
 
@@ -185,6 +185,15 @@ def throughput(codec: Codec, files: list[Path], quality: float, counts: list[int
     return lines
 
 
+def _peak_rss_mb() -> float:
+    """This process's peak RSS. ``VmHWM`` starts afresh at exec, whereas ``ru_maxrss`` carries over
+    the RSS the forked child inherited from the (large) parent, which would hide small peaks."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # non-Linux: best available
+
+
 def child_memory(device: str, threads: int, source: str, size: str | None, quality: float) -> dict:
     """Runs in a fresh process: one encode+decode, reporting baseline and peak memory in MB."""
     torch.set_num_threads(threads)
@@ -196,7 +205,7 @@ def child_memory(device: str, threads: int, source: str, size: str | None, quali
     base = int(Path("/proc/self/statm").read_text().split()[1]) * page_mb  # current RSS, not the peak
     codec.decompress(codec.compress(img, quality))
     out = {"pixels": img.width * img.height, "size": f"{img.width}x{img.height}", "rss_base_mb": base,
-           "rss_peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+           "rss_peak_mb": _peak_rss_mb()}
     if codec.device.type == "cuda":
         out["cuda_peak_mb"] = torch.cuda.max_memory_allocated() / 2**20
     return out
