@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from bench.kodak import DEFAULT_DATA, ROOT, environment
+from bench.common import DEFAULT_DATA, ROOT, environment
 from vaecodec import Codec
 
 
@@ -57,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
             rows[-2] += " |"
             print(rows[-2], rows[-1], sep="\n", flush=True)
 
-    lines = ["# Cross-device decoding (CPU vs CUDA)", "", *environment(args), "",
+    lines = ["# Cross-device decoding (CPU vs CUDA)", "", *environment(args.device, args.threads), "",
              f"Integer mismatches: **{failures}** of {len(rows)} decodes.", "",
              "| image | quality | encoded on | bytes | integers identical on cpu and cuda | "
              "max pixel diff | % pixels differing | cpu and cuda files identical |",

@@ -15,11 +15,7 @@ from __future__ import annotations
 
 import argparse
 import csv
-import datetime
 import io
-import os
-import platform
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -29,31 +25,10 @@ import torch
 from PIL import Image
 
 from bench.bdrate import bd_rate
+from bench.common import DEFAULT_DATA, ROOT, environment, image_files, load_rgb
+from bench.metrics import psnr
 
-ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_DATA = Path(os.environ.get("VAECODEC_DATA", ROOT.parent / "shared" / "data"))
 JPEG_QUALITIES = [3, 5, 8, 10, 15, 20, 30, 40, 50, 60, 70, 80, 90]
-
-
-def psnr(a: np.ndarray, b: np.ndarray) -> float:
-    mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
-    return float("inf") if mse == 0 else float(10 * np.log10(255.0**2 / mse))
-
-
-def environment(args: argparse.Namespace) -> list[str]:
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
-                            text=True).stdout.strip() or "unknown"
-    dirty = subprocess.run(["git", "status", "--porcelain", "--", "vaecodec", "weights"], cwd=ROOT,
-                           capture_output=True, text=True).stdout.strip()
-    device = args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
-    gpu = f", GPU {torch.cuda.get_device_name()}" if device == "cuda" else ""
-    return [
-        f"- date: {datetime.date.today().isoformat()}",
-        f"- commit: {commit}{' (with uncommitted changes)' if dirty else ''}",
-        f"- machine: {platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}, "
-        f"{args.threads} torch threads, device {device}{gpu}",
-        f"- command: `python -m bench.kodak {' '.join(sys.argv[1:])}`",
-    ]
 
 
 def run_vaecodec(images: dict[str, Image.Image], qualities: list[float], device: str) -> list[dict]:
@@ -113,13 +88,8 @@ def main(argv: list[str] | None = None) -> None:
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
 
-    exts = (".png", ".webp", ".ppm")
-    files = sorted(f for f in args.data.iterdir() if f.suffix.lower() in exts)[: args.limit]
-    if not files:
-        raise SystemExit(f"no images in {args.data}")
-    images = {f.name: Image.open(f).convert("RGB") for f in files}
-    for img in images.values():
-        img.load()
+    files = image_files(args.data, args.limit)
+    images = {f.name: load_rgb(f) for f in files}
     rows = run_vaecodec(images, [float(q) for q in args.qualities.split(",")], args.device)
     rows += run_jpeg(images)
 
@@ -134,7 +104,8 @@ def main(argv: list[str] | None = None) -> None:
     ours, jpeg = means(rows, "vaecodec"), means(rows, "jpeg420")
     bd = bd_rate([r["bpp"] for r in jpeg], [r["psnr"] for r in jpeg],
                  [r["bpp"] for r in ours], [r["psnr"] for r in ours])
-    lines = [f"# vaecodec on {dataset} ({len(files)} images)", "", *environment(args), "",
+    lines = [f"# vaecodec on {dataset} ({len(files)} images)", "",
+             *environment(args.device, args.threads), "",
              "| quality | bpp | PSNR (dB) | encode s/img | decode s/img |", "|---|---|---|---|---|"]
     lines += [f"| {r['setting']:g} | {r['bpp']:.3f} | {r['psnr']:.2f} | {r['enc_s']:.3f} | {r['dec_s']:.3f} |"
               for r in ours]

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from bench.kodak import DEFAULT_DATA, ROOT, environment
+from bench.common import DEFAULT_DATA, ROOT, environment
 from vaecodec import Codec, image
 from vaecodec.codec import quality_to_level
 from vaecodec.model import ModelConfig, VAEModel
@@ -74,7 +74,7 @@ def main(argv: list[str] | None = None) -> None:
         print(rows[-1], flush=True)
 
     lines = [f"# Rate cost of the integer-exact prior ({args.data.name}, {len(files)} images)", "",
-             *environment(args)[:3], f"- command: `python -m bench.prior_cost --ckpt {args.ckpt}`",
+             *environment(args.device, args.threads),
              f"- checkpoint step: {ckpt['step']}", "",
              "| quality | float prior bpp | integer prior bpp | .vaez file bpp | integer vs float "
              "| file vs integer |", "|---|---|---|---|---|---|"]
