@@ -202,3 +202,35 @@ def test_check_exact_on_modified_buffer():
     net.b2[0] = 2**53
     with pytest.raises(ValueError):
         net.check_exact()
+
+
+def test_gaussian_bits_matches_float64_and_keeps_a_gradient_in_the_tail():
+    from vaecodec.prior import gaussian_bits
+
+    gen = torch.Generator().manual_seed(0)
+    y = torch.randn(5000, generator=gen) * 5
+    mean = torch.randn(5000, generator=gen)
+    scale = torch.exp(torch.rand(5000, generator=gen) * 7 - 2.2)
+    d, s = (y.double() - mean.double()).abs(), scale.double()
+    exact = -torch.log2(torch.special.ndtr((0.5 - d) / s) - torch.special.ndtr((-0.5 - d) / s))
+    ok = exact < 50  # beyond that float64's own ndtr difference underflows
+    assert torch.allclose(gaussian_bits(y, mean, scale).double()[ok], exact[ok], atol=0.05)
+
+    # A residual 40 scales out: a clamped likelihood would give no gradient here.
+    s = torch.tensor([0.11], requires_grad=True)
+    bits = gaussian_bits(torch.tensor([5.0]), torch.tensor([0.0]), s)
+    bits.backward()
+    assert torch.isfinite(bits).all() and bits.item() > 100
+    assert s.grad.item() < 0  # a larger scale lowers the rate
+
+
+def test_bound_only_passes_gradients_that_pull_values_back_inside():
+    from vaecodec.model import bound
+
+    x = torch.tensor([-3.0, -3.0, 1.0, 5.0, 5.0], requires_grad=True)
+    out = bound(x, 0.0, 4.0)
+    assert out.tolist() == [0.0, 0.0, 1.0, 4.0, 4.0]
+    # d(loss)/d(out) = [+1, -1, +1, +1, -1]: descent moves x by -grad, so what passes is the second
+    # (below the range, moved up), the fourth (above it, moved down) and the one inside.
+    out.backward(torch.tensor([1.0, -1.0, 1.0, 1.0, -1.0]))
+    assert x.grad.tolist() == [0.0, -1.0, 1.0, 1.0, 0.0]

@@ -7,6 +7,7 @@ integer PMF tables (:mod:`vaecodec.weights`), never this module's float prior.
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field
 
 import torch
@@ -17,7 +18,7 @@ from .prior import (
     FactorizedDensity,
     HyperAnalysis,
     HyperSynthesis,
-    gaussian_rate_likelihood,
+    gaussian_bits,
     scale_of_index,
 )
 from .quantize import add_noise, ste_round
@@ -26,7 +27,34 @@ from .transforms import AnalysisTransform, QualityGains, SynthesisTransform
 # Rate-distortion weights of the quality levels: loss = lambda * 255^2 * MSE + bpp.
 # Eight levels, geometric from CompressAI's lowest MSE lambda (0.0018) to 0.1.
 DEFAULT_LAMBDAS = [round(0.0018 * (0.1 / 0.0018) ** (i / 7), 5) for i in range(8)]
-LIKELIHOOD_FLOOR = 1e-9
+LIKELIHOOD_FLOOR = 1e-9  # z's likelihood in training (y's rate is computed in the log domain)
+
+
+class _Bound(torch.autograd.Function):
+    """clamp(x, lo, hi) whose gradient still flows where it would move x back inside [lo, hi].
+
+    A plain clamp has zero gradient outside the range, and a straight-through clamp has gradient
+    everywhere; with the latter the scale index of always-zero latents drifted to -5000 in the first
+    run, from where a latent that later carries information could not climb back in useful time.
+    (The same rule as CompressAI's ``LowerBound``, applied at both ends.)
+    """
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, lo: float, hi: float) -> torch.Tensor:  # noqa: ANN001
+        ctx.save_for_backward(x)
+        ctx.lo, ctx.hi = lo, hi
+        return x.clamp(lo, hi)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):  # noqa: ANN001, ANN205
+        (x,) = ctx.saved_tensors
+        inward = ((x >= ctx.lo) | (grad < 0)) & ((x <= ctx.hi) | (grad > 0))
+        return grad * inward, None, None
+
+
+def bound(x: torch.Tensor, lo: float, hi: float = math.inf) -> torch.Tensor:
+    """Clamp to [lo, hi] with gradients that only pull stray values back in (see ``_Bound``)."""
+    return _Bound.apply(x, lo, hi)
 
 
 @dataclass
@@ -64,21 +92,20 @@ class VAEModel(nn.Module):
         z_hat = ste_round(z)
         z_lik = self.z_density.likelihood(add_noise(z) if self.training else z_hat)
         mean, t = self.h_s(z_hat)
-        t = t + (t.clamp(0, NUM_SCALES - 1) - t).detach()
-        scale = scale_of_index(t)
+        scale = scale_of_index(bound(t, 0, NUM_SCALES - 1))
         y_hat = ste_round(y - mean) + mean
-        y_lik = gaussian_rate_likelihood(add_noise(y) if self.training else y_hat, mean, scale)
+        y_bits = gaussian_bits(add_noise(y) if self.training else y_hat, mean, scale)
         x_hat = self.g_s(y_hat * self.gains.inverse_gain(level))
         pixels = x.shape[2] * x.shape[3]
-        bits = lambda lik: -torch.log2(lik.clamp(min=LIKELIHOOD_FLOOR)).sum(dim=(1, 2, 3))  # noqa: E731
+        z_bits = -torch.log2(bound(z_lik, LIKELIHOOD_FLOOR))
         return {
             "x_hat": x_hat,
-            "bpp_y": bits(y_lik) / pixels,
-            "bpp_z": bits(z_lik) / pixels,
+            "bpp_y": y_bits.sum(dim=(1, 2, 3)) / pixels,
+            "bpp_z": z_bits.sum(dim=(1, 2, 3)) / pixels,
             "mse": (x_hat - x).square().mean(dim=(1, 2, 3)),
         }
 
     def rd_loss(self, out: dict[str, torch.Tensor], level: torch.Tensor) -> torch.Tensor:
-        """Mean over the batch of lambda(level) * 255^2 * MSE + bpp."""
-        lam = self.gains.lambdas[level.round().long()]
+        """Batch mean of lambda * 255^2 * MSE + bpp, lambda interpolated at each (fractional) level."""
+        lam = self.gains.lambda_at(level)
         return (lam * 255**2 * out["mse"] + out["bpp_y"] + out["bpp_z"]).mean()

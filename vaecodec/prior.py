@@ -234,10 +234,17 @@ class FactorizedDensity(nn.Module):
         return pmf.numpy(), tail.numpy()
 
 
-def gaussian_rate_likelihood(y: torch.Tensor, mean: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
-    """Probability of the unit bin around y under N(mean, scale), as used for y in training."""
-    v = (y - mean).abs()
-    upper = torch.special.ndtr((0.5 - v) / scale)
-    lower = torch.special.ndtr((-0.5 - v) / scale)
-    return upper - lower
+def gaussian_bits(y: torch.Tensor, mean: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """-log2 of the mass of the unit bin around y under N(mean, scale): y's rate in training.
 
+    Computed in the log domain (``log_ndtr``) rather than as ``log(ndtr(a) - ndtr(b))``: the
+    difference underflows to 0 for a residual a few scales out, and a clamped likelihood there has
+    no gradient, so a latent whose predicted scale is far too small would never be corrected.
+    """
+    v = (y - mean).abs()
+    log_upper = torch.special.log_ndtr((0.5 - v) / scale)
+    log_lower = torch.special.log_ndtr((-0.5 - v) / scale)
+    # log(P(upper) - P(lower)) = log P(upper) + log(1 - P(lower)/P(upper)); the bin has width 1, so
+    # lower < upper and the ratio stays below 1 (clamped against float rounding of tiny bins).
+    log_mass = log_upper + torch.log(-torch.expm1((log_lower - log_upper).clamp(max=-1e-12)))
+    return -log_mass / math.log(2)

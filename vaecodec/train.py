@@ -74,7 +74,7 @@ class CropSampler:
         return torch.from_numpy(arr).permute(0, 3, 1, 2).contiguous()
 
 
-def lr_at(step: int, total: int, base: float, warmup: int = 500, final_frac: float = 0.05) -> float:
+def lr_at(step: int, total: int, base: float, warmup: int, final_frac: float = 0.05) -> float:
     """Linear warm-up, then cosine decay to ``final_frac * base`` at ``total`` steps."""
     if step < warmup:
         return base * (step + 1) / warmup
@@ -143,6 +143,13 @@ def train(args: argparse.Namespace) -> None:
         torch.set_rng_state(ckpt["torch_rng"])
         random.setstate(ckpt["python_rng"])
         print(f"resumed from {ckpt_path} at step {step}", flush=True)
+    elif args.init:
+        ckpt = torch.load(args.init, weights_only=False)
+        config = ModelConfig(**ckpt["config"])
+        model = VAEModel(config)
+        model.load_state_dict(ckpt["model"])
+        opt = torch.optim.Adam(model.parameters(), lr=args.lr)
+        print(f"fine-tuning the weights of {args.init} (step {ckpt['step']} there)", flush=True)
 
     data = Path(args.data)
     sampler = CropSampler(load_folder(data / "train"), args.crop, rng)
@@ -155,9 +162,11 @@ def train(args: argparse.Namespace) -> None:
     t0, logged = time.time(), []
     while step < args.steps:
         for group in opt.param_groups:
-            group["lr"] = lr_at(step, args.steps, args.lr)
+            group["lr"] = lr_at(step, args.steps, args.lr, args.warmup)
         x = sampler.batch(args.batch)
-        level = torch.randint(len(levels), (args.batch,)).float()
+        # Continuous levels, including the extrapolated ones below 0 that qualities 1..2 use, so
+        # every point of the quality knob is trained, not only the 8 anchors.
+        level = torch.empty(args.batch).uniform_(model.gains.MIN_LEVEL, len(levels) - 1)
         out = model(x, level)
         loss = model.rd_loss(out, level)
         opt.zero_grad(set_to_none=True)
@@ -196,6 +205,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--crop", type=int, default=128)
     p.add_argument("--lr", type=float, default=4e-4)
+    p.add_argument("--warmup", type=int, default=500, help="steps of linear learning-rate warm-up")
+    p.add_argument("--init", metavar="CKPT",
+                   help="start a new run from this checkpoint's weights (fresh optimizer and schedule)")
     p.add_argument("--clip", type=float, default=1.0, help="gradient-norm clipping")
     p.add_argument("--n", type=int, default=64)
     p.add_argument("--m", type=int, default=128)

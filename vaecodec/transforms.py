@@ -122,6 +122,11 @@ class QualityGains(nn.Module):
         log_gain = log_gain + level.clamp(max=0)[:, None] * slope
         return log_gain.exp()[:, :, None, None]
 
+    def lambda_at(self, level: torch.Tensor) -> torch.Tensor:
+        """Rate-distortion weight of a (fractional, possibly extrapolated) level, interpolated like
+        the gains: geometrically, and below level 0 by the mean log-step. Shape (B,)."""
+        return self._interp(self.lambdas.log()[:, None], level).flatten()
+
     def gain(self, level: torch.Tensor) -> torch.Tensor:
         return self._interp(self.log_gain, level)
 
