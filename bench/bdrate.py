@@ -47,20 +47,34 @@ def pchip(x: np.ndarray, y: np.ndarray, xs: np.ndarray) -> np.ndarray:
 
 
 def _curve(rate, psnr) -> tuple[np.ndarray, np.ndarray]:
-    pts = sorted({float(q): float(r) for r, q in zip(rate, psnr, strict=True)}.items())
+    # a lossless point (infinite PSNR) or a missing value has no place on a rate-PSNR curve
+    pts = sorted({float(q): float(r) for r, q in zip(rate, psnr, strict=True)
+                  if np.isfinite(q) and np.isfinite(r) and r > 0}.items())
     if len(pts) < 2:
         raise ValueError("a curve needs at least two distinct points")
     q, r = np.array([p[0] for p in pts]), np.array([p[1] for p in pts])
     return q, np.log(r)
 
 
+def _span(qa: np.ndarray, qt: np.ndarray) -> tuple[float, float] | None:
+    lo, hi = max(qa[0], qt[0]), min(qa[-1], qt[-1])
+    return (float(lo), float(hi)) if hi > lo else None
+
+
+def overlap(anchor_rate, anchor_psnr, test_rate, test_psnr) -> tuple[float, float] | None:
+    """The PSNR interval (dB) both curves cover, over which :func:`bd_rate` averages; None if they
+    do not overlap. Worth printing next to a BD-rate: one averaged over a fraction of a dB says little."""
+    return _span(_curve(anchor_rate, anchor_psnr)[0], _curve(test_rate, test_psnr)[0])
+
+
 def bd_rate(anchor_rate, anchor_psnr, test_rate, test_psnr, samples: int = 2001) -> float:
     """BD-rate of test vs anchor in percent; NaN if the PSNR ranges do not overlap."""
     qa, la = _curve(anchor_rate, anchor_psnr)
     qt, lt = _curve(test_rate, test_psnr)
-    lo, hi = max(qa[0], qt[0]), min(qa[-1], qt[-1])
-    if hi <= lo:
+    span = _span(qa, qt)
+    if span is None:
         return float("nan")
-    grid = np.linspace(lo, hi, samples)
+    grid = np.linspace(*span, samples)
     diff = pchip(qt, lt, grid) - pchip(qa, la, grid)
-    return float((np.exp(np.trapezoid(diff, grid) / (hi - lo)) - 1) * 100)
+    mean = np.sum((diff[1:] + diff[:-1]) * np.diff(grid)) / 2 / (span[1] - span[0])  # trapezoid rule
+    return float((np.exp(mean) - 1) * 100)

@@ -41,7 +41,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from bench.bdrate import bd_rate
+from bench.bdrate import bd_rate, overlap
 from bench.common import DEFAULT_DATA, ROOT, environment, image_files, load_rgb
 from bench.metrics import ms_ssim, psnr
 from bench.peers import Peer, all_peers
@@ -131,8 +131,14 @@ def bd(anchor: list[dict], test: list[dict]) -> float:
                    [p["bpp"] for p in test], [p["psnr"] for p in test])
 
 
-def _pct(value: float) -> str:
-    return "n/a (no PSNR overlap)" if np.isnan(value) else f"{value:+.1f} %"
+def bd_cell(anchor: list[dict], test: list[dict]) -> str:
+    """BD-rate of ``test`` vs ``anchor`` with the PSNR range it averages over: a BD-rate over a
+    fraction of a dB says little, so the range is always shown next to it."""
+    curves = [([p["bpp"] for p in c], [p["psnr"] for p in c]) for c in (anchor, test)]
+    span = overlap(*curves[0], *curves[1])
+    if span is None:
+        return "n/a (no PSNR overlap)"
+    return f"{bd(anchor, test):+.1f} % ({span[0]:.1f}-{span[1]:.1f} dB)"
 
 
 def curve_table(title: str, points: list[dict], setting_name: str, timed: bool = True) -> list[str]:
@@ -155,10 +161,10 @@ def bd_table(measured: dict[str, list[dict]], labels: dict[str, str],
         if name == "vaecodec":
             continue
         source = "published (CompressAI)" if name in reference else "measured"
-        vs_anchor = "anchor" if name == ANCHOR else (_pct(bd(anchor, points)) if anchor else "n/a")
-        lines.append(f"| {labels[name]} | {source} | {_pct(bd(points, ours))} | {vs_anchor} |")
+        vs_anchor = "anchor" if name == ANCHOR else (bd_cell(anchor, points) if anchor else "n/a")
+        lines.append(f"| {labels[name]} | {source} | {bd_cell(points, ours)} | {vs_anchor} |")
     if anchor:
-        lines.append(f"| vaecodec | measured | - | {_pct(bd(anchor, ours))} |")
+        lines.append(f"| vaecodec | measured | - | {bd_cell(anchor, ours)} |")
     return lines
 
 
@@ -245,8 +251,9 @@ def main(argv: list[str] | None = None) -> None:
              "setting (CompressAI's averaging); times are wall-clock per image, in memory, peers single-"
              "threaded. Every point: `rd.csv`." + (" Plot: `rd.png`." if not plot_note else ""), ""]
     lines += [f"- note: {n}" for n in notes] + ([""] if notes else [])
-    lines += ["## BD-rate", "", "PSNR, piecewise cubic in log-rate over the overlapping PSNR range; "
-              "negative = fewer bits for the same PSNR. \"vaecodec vs it\" uses that curve as anchor.", "",
+    lines += ["## BD-rate", "", "PSNR, piecewise cubic in log-rate over the overlapping PSNR range "
+              "(in brackets); negative = fewer bits for the same PSNR. \"vaecodec vs it\" uses that "
+              "curve as anchor.", "",
               *bd_table(measured, labels, reference), "", "## Curves", ""]
     lines += curve_table("vaecodec (measured)", measured["vaecodec"], "quality")
     for peer in peers:
