@@ -124,3 +124,19 @@ def test_ms_ssim_of_flat_images_is_the_coarsest_luminance_term() -> None:
 def test_avif_quality_inverts_libavif_mapping() -> None:
     for quantizer in range(64):
         assert ((100 - avif_quality(quantizer)) * 63 + 50) // 100 == quantizer
+
+
+def test_stage_timer_reaches_every_stage_and_restores_the_codec(codec, make_image, tmp_path) -> None:
+    """bench.speed times vaecodec's stages by wrapping what Codec calls; a refactor that bypasses a
+    wrapped name must fail here, not silently move time into "other"."""
+    from PIL import Image
+
+    from bench import speed
+
+    path = tmp_path / "x.png"
+    Image.fromarray(make_image(32, 48)).save(path)
+    before = (codec.model.g_a, speed.entropy.encode, speed.image.load, speed.entropy.StreamDecoder.z)
+    split = speed.stage_split(codec, [path], quality=4, repeat=1)
+    assert set(split) == {f"{side}: {stage}" for side in ("encode", "decode") for stage in speed.STAGES}
+    assert all(v > 0 for k, v in split.items() if not k.endswith("other"))
+    assert (codec.model.g_a, speed.entropy.encode, speed.image.load, speed.entropy.StreamDecoder.z) == before
