@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+from numpy.typing import ArrayLike
 from torch.nn import functional as F
 
 MS_SSIM_WEIGHTS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)
@@ -26,11 +27,13 @@ CENTER = 128.0  # subtracted before the statistics; see _ssim_terms
 MS_SSIM_MIN_SIDE = (WINDOW - 1) * 2 ** (len(MS_SSIM_WEIGHTS) - 1) + 1
 
 
-def psnr(a: np.ndarray, b: np.ndarray) -> float:
-    """PSNR in dB of two uint8 images of equal shape over all their samples (inf if identical)."""
+def psnr(a: ArrayLike, b: ArrayLike) -> float:
+    """PSNR in dB of two 8-bit-range images (arrays or PIL images) of equal shape, over all their
+    samples (inf if identical)."""
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
     if a.shape != b.shape:
         raise ValueError(f"shapes differ: {a.shape} vs {b.shape}")
-    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
+    mse = float(np.mean((a - b) ** 2))
     return float("inf") if mse == 0 else 10 * float(np.log10(DATA_RANGE**2 / mse))
 
 

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 
+from bench.metrics import psnr  # noqa: F401  (the tests' PSNR is the benchmarks' PSNR)
 from vaecodec import Codec
 
 # Sanity floor for the PSNR of a smooth synthetic image at quality 10. The shipped weights reach
@@ -30,13 +31,6 @@ def smooth_image(height: int, width: int, seed: int = 0) -> np.ndarray:
     img[int(height * 0.6) : int(height * 0.85), int(width * 0.55) : int(width * 0.9)] = [50, 90, 180]
     img += rng.normal(0, 2, img.shape)
     return np.clip(np.round(img), 0, 255).astype(np.uint8)
-
-
-def psnr(a, b) -> float:
-    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
-    assert a.shape == b.shape
-    mse = float(np.mean((a - b) ** 2))
-    return float("inf") if mse == 0 else 10 * np.log10(255.0**2 / mse)
 
 
 @pytest.fixture(scope="session")
