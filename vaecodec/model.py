@@ -85,19 +85,23 @@ class VAEModel(nn.Module):
         """x: (B, 3, H, W) in [0, 1], H and W multiples of 64; level: (B,) float quality levels.
 
         In training mode the rate uses additive noise; in eval mode it is the exact rate of the
-        rounded latents under the float prior (what an ideal coder would spend).
+        rounded latents under the float prior (what an ideal coder would spend). Under autocast
+        only the transforms g_a/g_s run in reduced precision: h_a, h_s and the rate are computed in
+        float32, because they decide probabilities and the mean is rounded against (bfloat16 keeps
+        8 significant bits, so a mean of 10 would move in steps of 1/16).
         """
-        y = self.g_a(x) * self.gains.gain(level)
-        z = self.h_a(y)
-        z_hat = ste_round(z)
-        z_lik = self.z_density.likelihood(add_noise(z) if self.training else z_hat)
-        mean, t = self.h_s(z_hat)
-        scale = scale_of_index(bound(t, 0, NUM_SCALES - 1))
-        y_hat = ste_round(y - mean) + mean
-        y_bits = gaussian_bits(add_noise(y) if self.training else y_hat, mean, scale)
-        x_hat = self.g_s(y_hat * self.gains.inverse_gain(level))
+        y = (self.g_a(x) * self.gains.gain(level)).float()
+        with torch.autocast(x.device.type, enabled=False):
+            z = self.h_a(y)
+            z_hat = ste_round(z)
+            z_lik = self.z_density.likelihood(add_noise(z) if self.training else z_hat)
+            mean, t = self.h_s(z_hat)
+            scale = scale_of_index(bound(t, 0, NUM_SCALES - 1))
+            y_hat = ste_round(y - mean) + mean
+            y_bits = gaussian_bits(add_noise(y) if self.training else y_hat, mean, scale)
+            z_bits = -torch.log2(bound(z_lik, LIKELIHOOD_FLOOR))
+        x_hat = self.g_s(y_hat * self.gains.inverse_gain(level)).float()
         pixels = x.shape[2] * x.shape[3]
-        z_bits = -torch.log2(bound(z_lik, LIKELIHOOD_FLOOR))
         return {
             "x_hat": x_hat,
             "bpp_y": y_bits.sum(dim=(1, 2, 3)) / pixels,

@@ -147,9 +147,11 @@ def export_model(model: VAEModel, path: Path) -> bytes:
 def export_checkpoint(ckpt_path: Path, out: Path) -> None:
     ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=False)
     model = VAEModel(ModelConfig(**ckpt["config"]))
-    model.load_state_dict(ckpt["model"])
+    weights = "ema" if ckpt.get("ema") is not None else "model"
+    model.load_state_dict(ckpt[weights])
     model_id = export_model(model, out)
-    print(f"exported step {ckpt['step']} to {out} (model id {model_id.hex()})")
+    print(f"exported step {ckpt['step']} ({'EMA' if weights == 'ema' else 'raw'} weights) to {out} "
+          f"(model id {model_id.hex()})")
 
 
 def load_model(path: Path) -> LoadedModel:
