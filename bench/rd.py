@@ -47,6 +47,7 @@ from bench.metrics import ms_ssim, psnr
 from bench.peers import Peer, all_peers
 
 REFERENCE_DIR = ROOT.parent / "shared" / "reference"
+PUBLISHED_REFERENCE = "kodak_published_rd.csv"
 ANCHOR = "jpeg420"
 # published curves drawn as reference: CSV codec name -> label
 REFERENCE_CURVES = {
@@ -59,6 +60,17 @@ REFERENCE_CURVES = {
     "vtm": "VTM-9.1 (VVC intra)",
     "av1": "AV1 (aom)",
 }
+# per-image measurements of conventional codecs on a machine of this project's kind (reference README)
+MEASURED_REFERENCE = "kodak_conventional_measured.csv"
+MEASURED_LABELS = {
+    "jxl": "JPEG XL (cjxl 0.7 -e 7)",
+    "jxl_pil": "JPEG XL (pillow-jxl-plugin)",
+    "hevc444": "HEVC 4:4:4 (x265 3.5 veryslow)",
+    "heic444": "HEIC 4:4:4 (heif-enc)",
+    "avif": "AVIF 4:4:4 (avifenc 0.11, aom speed 6)",
+}
+SOURCES = {"measured": "measured", "published": "published (CompressAI)",
+           "reference": "reference measurement"}
 FIELDS = ["image", "codec", "setting", "bytes", "bpp", "psnr", "ms_ssim", "enc_s", "dec_s", "width", "height"]
 
 
@@ -125,6 +137,40 @@ def load_reference(path: Path) -> dict[str, list[dict]]:
     return {k: sorted(v, key=lambda p: p["bpp"]) for k, v in curves.items()}
 
 
+def load_measured_reference(path: Path, images: set[str]) -> list[dict]:
+    """The reference file's per-image rows for the images of this run, as ``measure`` rows."""
+    with path.open() as f:
+        return [{"image": r["image"], "codec": r["codec"], "setting": float(r["quality"]),
+                 "bytes": int(r["bytes"]), "bpp": float(r["bpp"]), "psnr": float(r["psnr_rgb"]),
+                 "ms_ssim": float(r["ms_ssim"]), "enc_s": float(r["enc_s"]), "dec_s": float(r["dec_s"])}
+                for r in csv.DictReader(f) if r["image"] in images]
+
+
+def reference_check(rows: list[dict], ref_rows: list[dict], labels: dict[str, str]) -> list[str]:
+    """How our peer measurements compare with the independent ones, point by point and in BD-rate
+    vs JPEG 4:2:0: the evidence that the peers run with the settings the reference describes."""
+    index = {(r["image"], r["codec"], r["setting"]): r for r in ref_rows}
+    ours, theirs = means(rows), means(ref_rows)
+    lines = ["| peer | points matched | identical files | max abs PSNR diff (dB) | max abs MS-SSIM diff | "
+             "BD vs JPEG 4:2:0 here | same, from the reference file |", "|---|---|---|---|---|---|---|"]
+    for codec in dict.fromkeys(r["codec"] for r in rows if r["codec"] != "vaecodec"):
+        pairs = [(r, index[key]) for r in rows
+                 if r["codec"] == codec and (key := (r["image"], codec, r["setting"])) in index]
+        if not pairs:
+            continue
+        same = sum(a["bytes"] == b["bytes"] for a, b in pairs)
+        dpsnr = max(abs(a["psnr"] - b["psnr"]) for a, b in pairs)
+        dssim = max(abs(a["ms_ssim"] - b["ms_ssim"]) for a, b in pairs)
+        if codec == ANCHOR:
+            here = there = "anchor"
+        else:
+            here = bd_cell(ours[ANCHOR], ours[codec]) if ANCHOR in ours else "n/a"
+            there = bd_cell(theirs[ANCHOR], theirs[codec])
+        lines.append(f"| {labels[codec]} | {len(pairs)} | {same} | {dpsnr:.4f} | {dssim:.2e} | {here} | "
+                     f"{there} |")
+    return lines
+
+
 def bd(anchor: list[dict], test: list[dict]) -> float:
     """BD-rate in percent of ``test`` against ``anchor`` (mean points); NaN without PSNR overlap."""
     return bd_rate([p["bpp"] for p in anchor], [p["psnr"] for p in anchor],
@@ -152,24 +198,22 @@ def curve_table(title: str, points: list[dict], setting_name: str, timed: bool =
     return [*lines, ""]
 
 
-def bd_table(measured: dict[str, list[dict]], labels: dict[str, str],
-             reference: dict[str, list[dict]]) -> list[str]:
+def bd_table(curves: dict[str, list[dict]], labels: dict[str, str], sources: dict[str, str]) -> list[str]:
     """One row per curve: how many bits vaecodec needs against it, and it against JPEG 4:2:0."""
     lines = ["| curve | source | vaecodec vs it | it vs JPEG 4:2:0 |", "|---|---|---|---|"]
-    ours, anchor = measured["vaecodec"], measured.get(ANCHOR)
-    for name, points in [*measured.items(), *reference.items()]:
+    ours, anchor = curves["vaecodec"], curves.get(ANCHOR)
+    for name, points in curves.items():
         if name == "vaecodec":
             continue
-        source = "published (CompressAI)" if name in reference else "measured"
         vs_anchor = "anchor" if name == ANCHOR else (bd_cell(anchor, points) if anchor else "n/a")
-        lines.append(f"| {labels[name]} | {source} | {bd_cell(points, ours)} | {vs_anchor} |")
+        lines.append(f"| {labels[name]} | {SOURCES[sources[name]]} | {bd_cell(points, ours)} | {vs_anchor} |")
     if anchor:
         lines.append(f"| vaecodec | measured | - | {bd_cell(anchor, ours)} |")
     return lines
 
 
-def plot(path: Path, measured: dict[str, list[dict]], labels: dict[str, str],
-         reference: dict[str, list[dict]], title: str) -> str | None:
+def plot(path: Path, curves: dict[str, list[dict]], labels: dict[str, str], sources: dict[str, str],
+         title: str) -> str | None:
     """PSNR vs bpp; returns a note instead of drawing when matplotlib is missing."""
     try:
         import matplotlib
@@ -179,14 +223,13 @@ def plot(path: Path, measured: dict[str, list[dict]], labels: dict[str, str],
     except ImportError:
         return "rd.png not drawn: matplotlib is not installed (`pip install '.[bench]'`)"
     fig, ax = plt.subplots(figsize=(9, 6.5))
-    for name, points in measured.items():
-        ours = name == "vaecodec"
-        ax.plot([p["bpp"] for p in points], [p["psnr"] for p in points], "o-", ms=3 if not ours else 5,
-                lw=2.5 if ours else 1.2, color="black" if ours else None, label=f"{labels[name]} (measured)",
-                zorder=3 if ours else 2)
-    for name, points in reference.items():
-        ax.plot([p["bpp"] for p in points], [p["psnr"] for p in points], "--", lw=1, alpha=0.8,
-                label=f"{labels[name]} (published)")
+    style = {"measured": "o-", "reference": "s:", "published": "--"}
+    for name, points in curves.items():
+        ours, source = name == "vaecodec", sources[name]
+        ax.plot([p["bpp"] for p in points], [p["psnr"] for p in points], style[source],
+                ms=5 if ours else 3, lw=2.5 if ours else 1.2, color="black" if ours else None,
+                alpha=1 if source == "measured" else 0.8, zorder=3 if ours else 2,
+                label=f"{labels[name]} ({SOURCES[source]})")
     ax.set(xlabel="bits per pixel (file bytes)", ylabel="PSNR, 8-bit RGB (dB)", title=title, xlim=(0, 2.2))
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="lower right")
@@ -213,7 +256,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--device", default="cpu", choices=["auto", "cpu", "cuda"])
     p.add_argument("--threads", type=int, default=1, help="torch threads for vaecodec")
     p.add_argument("--limit", type=int, default=None, help="only the first N images")
-    p.add_argument("--reference", type=Path, default=REFERENCE_DIR / "kodak_published_rd.csv")
+    p.add_argument("--reference", type=Path, default=REFERENCE_DIR,
+                   help="folder with the reference CSVs (default ../shared/reference)")
     p.add_argument("--out", type=Path, default=None, help="output folder (default bench/results/<dataset>)")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -232,35 +276,54 @@ def main(argv: list[str] | None = None) -> None:
             rows += run_peer(images, peer)
 
     measured = means(rows)
-    reference = {}
-    if dataset == "kodak" and args.reference.is_file():
-        reference = load_reference(args.reference)
+    # a reference row of a codec measured here too is the same tool; otherwise the reference's tool
+    labels = {peer.name: peer.label for peer in all_peers()} | MEASURED_LABELS | REFERENCE_CURVES
+    labels |= {"vaecodec": "vaecodec"} | {peer.name: peer.label for peer in peers if not peer.missing}
+    curves, sources = dict(measured), dict.fromkeys(measured, "measured")
+    check: list[str] = []
+    ref_rows = []
+    if dataset == "kodak" and (args.reference / MEASURED_REFERENCE).is_file():
+        ref_rows = load_measured_reference(args.reference / MEASURED_REFERENCE, set(images))
+        check = reference_check(rows, ref_rows, labels)
+        for name, points in means(ref_rows).items():
+            if name not in curves:  # a codec this run could not measure (tool missing here)
+                curves[name], sources[name] = points, "reference"
+    if dataset == "kodak" and (args.reference / PUBLISHED_REFERENCE).is_file():
+        for name, points in load_reference(args.reference / PUBLISHED_REFERENCE).items():
+            curves[name], sources[name] = points, "published"
         if len(files) < 24:
             notes.append(f"published curves are over all 24 Kodak images; measured ones over {len(files)}")
     elif dataset == "kodak":
-        notes.append(f"published curves not drawn: {args.reference} not found")
-    labels = {"vaecodec": "vaecodec"} | {peer.name: peer.label for peer in peers} | REFERENCE_CURVES
+        notes.append(f"reference curves not drawn: {args.reference} has none")
 
     out.mkdir(parents=True, exist_ok=True)
     write_csv(out / "rd.csv", rows)
-    plot_note = plot(out / "rd.png", measured, labels, reference, f"{dataset} ({len(files)} images)")
+    plot_note = plot(out / "rd.png", curves, labels, sources, f"{dataset} ({len(files)} images)")
     notes += [plot_note] if plot_note else []
 
     lines = [f"# Rate-distortion on {dataset} ({len(files)} images)", "", *environment(device, args.threads),
              "", "bpp = 8 x file bytes / pixels; PSNR and MS-SSIM on 8-bit RGB; means over images per "
              "setting (CompressAI's averaging); times are wall-clock per image, in memory, peers single-"
-             "threaded. Every point: `rd.csv`." + (" Plot: `rd.png`." if not plot_note else ""), ""]
+             "threaded. Every point: `rd.csv`." + (" Plot: `rd.png`." if not plot_note else ""),
+             "", "Sources: *measured* = in this run, on this machine; *reference measurement* = "
+             f"`../shared/reference/{MEASURED_REFERENCE}` (the same images, measured on a 2-core machine of "
+             "this project's kind on 2026-11-25), shown for codecs whose tools this machine lacks; "
+             f"*published* = CompressAI's published Kodak curves (`{PUBLISHED_REFERENCE}`, all 24 images).",
+             ""]
     lines += [f"- note: {n}" for n in notes] + ([""] if notes else [])
     lines += ["## BD-rate", "", "PSNR, piecewise cubic in log-rate over the overlapping PSNR range "
               "(in brackets); negative = fewer bits for the same PSNR. \"vaecodec vs it\" uses that "
-              "curve as anchor.", "",
-              *bd_table(measured, labels, reference), "", "## Curves", ""]
-    lines += curve_table("vaecodec (measured)", measured["vaecodec"], "quality")
-    for peer in peers:
-        if peer.name in measured:
-            lines += curve_table(f"{peer.label} (measured)", measured[peer.name], "setting")
-    for name, points in reference.items():
-        lines += curve_table(f"{labels[name]} (published, CompressAI)", points, "quality", timed=False)
+              "curve as anchor.", "", *bd_table(curves, labels, sources), ""]
+    if check:
+        lines += ["## Peers against the reference measurements", "",
+                  "Each peer point of this run against the same image and setting in "
+                  f"`{MEASURED_REFERENCE}` (AVIF: Pillow's libavif/aom here vs avifenc 0.11 there, so "
+                  "its files differ).", "", *check, ""]
+    lines += ["## Curves", ""]
+    for name, points in curves.items():
+        timed = sources[name] != "published"
+        setting = "quality" if name == "vaecodec" or sources[name] == "published" else "setting"
+        lines += curve_table(f"{labels[name]} ({SOURCES[sources[name]]})", points, setting, timed)
     (out / "rd.md").write_text("\n".join(lines))
     print("\n".join(lines))
 
