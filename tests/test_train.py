@@ -73,6 +73,17 @@ def test_ddp_with_two_gloo_processes(data, tmp_path):
     ckpt = torch.load(run / "last.pt", weights_only=False)
     assert ckpt["step"] == 3 and len(ckpt["rng"]) == 2
     # the ranks drew different crops and noise
-    assert ckpt["rng"][0]["numpy"] != ckpt["rng"][1]["numpy"]
+    assert not torch.equal(ckpt["rng"][0]["sampler"], ckpt["rng"][1]["sampler"])
     assert not torch.equal(ckpt["rng"][0]["torch"], ckpt["rng"][1]["torch"])
     assert (run / "val_log.csv").read_text().count("\n") == 1 + 3  # header + 3 validated levels
+
+
+def test_pack_fits_the_budget_and_trains(data, tmp_path):
+    packed = tmp_path / "packed"
+    main(["--data", str(data), "--pack", str(packed), "--pack-mib", "0.02", "--val-images", "1"])
+    photos = sorted((packed / "train").glob("*.jpg"))
+    assert len(photos) == 3 and sum(p.stat().st_size for p in photos) <= 0.02 * 2**20
+    assert [p.name for p in (packed / "kodak").iterdir()] == ["0.png"]
+    main(["--run-dir", str(tmp_path / "run"), "--data", str(packed), "--steps", "1", *TINY])
+    with pytest.raises(SystemExit, match="do not fit"):
+        main(["--data", str(data), "--pack", str(tmp_path / "no"), "--pack-mib", "0.001"])

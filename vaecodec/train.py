@@ -23,9 +23,9 @@ import argparse
 import contextlib
 import copy
 import csv
+import io
 import math
 import os
-import random
 import time
 from pathlib import Path
 
@@ -33,6 +33,7 @@ import numpy as np
 import torch
 from PIL import Image
 from torch import distributed as dist
+from torch.nn import functional as F
 from torch.nn.parallel import DistributedDataParallel
 
 from .model import ModelConfig, VAEModel
@@ -60,30 +61,88 @@ def load_folder(folder: Path, limit: int | None = None) -> list[np.ndarray]:
 
 
 class CropSampler:
-    """Random crops of the training photos: random downscale in [0.5, 1] for half of them, flips."""
+    """Random crops of the training photos: random downscale in [0.5, 1] for half of them, flips.
 
-    def __init__(self, images: list[np.ndarray], crop: int, rng: np.random.Generator) -> None:
-        self.images, self.crop, self.rng = images, crop, rng
+    The photos live as uint8 tensors on the training device and the crops are cut, resized
+    (bicubic with antialiasing, as PIL does it) and flipped there, so a GPU is never left waiting for
+    a CPU data pipeline. Every random decision comes from one CPU ``torch.Generator`` whose state the
+    checkpoints keep, which makes resuming exact.
+    """
 
-    def sample(self) -> np.ndarray:
-        img = self.images[self.rng.integers(len(self.images))]
-        h, w, _ = img.shape
-        scale = self.rng.uniform(0.5, 1.0) if self.rng.random() < 0.5 else 1.0
+    def __init__(self, images: list[np.ndarray], crop: int, seed: int, device: torch.device) -> None:
+        self.images = [torch.from_numpy(img.copy()).permute(2, 0, 1).to(device) for img in images]
+        self.crop = crop
+        self.gen = torch.Generator().manual_seed(seed)
+
+    def _uniform(self) -> float:
+        return torch.rand((), generator=self.gen).item()
+
+    def _int(self, high: int) -> int:
+        return int(torch.randint(high, (), generator=self.gen))
+
+    def sample(self) -> torch.Tensor:
+        """One crop, (3, crop, crop) float in [0, 1]."""
+        img = self.images[self._int(len(self.images))]
+        _, h, w = img.shape
+        scale = 0.5 + 0.5 * self._uniform() if self._uniform() < 0.5 else 1.0
         size = min(round(self.crop / scale), h, w)
-        top, left = self.rng.integers(h - size + 1), self.rng.integers(w - size + 1)
-        patch = img[top : top + size, left : left + size]
+        top, left = self._int(h - size + 1), self._int(w - size + 1)
+        patch = img[:, top : top + size, left : left + size].float()
         if size != self.crop:
-            resized = Image.fromarray(patch).resize((self.crop, self.crop), Image.Resampling.BICUBIC)
-            patch = np.asarray(resized)
-        if self.rng.random() < 0.5:
-            patch = patch[:, ::-1]
-        if self.rng.random() < 0.5:
-            patch = patch[::-1]
-        return patch
+            patch = F.interpolate(patch[None], size=(self.crop, self.crop), mode="bicubic", antialias=True,
+                                  align_corners=False)[0].clamp(0, 255).round()
+        flips = [d for d, p in ((2, self._uniform()), (1, self._uniform())) if p < 0.5]
+        return (patch.flip(flips) if flips else patch) / 255
 
     def batch(self, n: int) -> torch.Tensor:
-        arr = np.stack([self.sample() for _ in range(n)]).astype(np.float32) / 255
-        return torch.from_numpy(arr).permute(0, 3, 1, 2).contiguous()
+        return torch.stack([self.sample() for _ in range(n)])
+
+
+def pack(data: Path, out: Path, budget_mib: float, val_images: int) -> None:
+    """Copy the training photos, re-encoded to fit ``budget_mib``, and the validation images into
+    ``out`` (``train/``, ``kodak/``), for machines the shared data cannot reach (a device lent for
+    a few minutes takes at most 64 MiB with it).
+
+    The photos become JPEG 4:4:4 at the highest quality whose total fits: on this training set that
+    is about 88 (~37 dB against the originals). Lossy WebP would pack smaller but halves the chroma
+    resolution, which would teach the codec that colour carries no detail.
+    """
+    exts = {".png", ".webp", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"}
+    files = sorted(p for p in (data / "train").iterdir() if p.suffix.lower() in exts)
+    photos = {}
+    for path in files:
+        try:
+            photos[path.stem] = Image.open(path).convert("RGB")
+        except (OSError, ValueError) as exc:
+            print(f"warning: skipping {path}: {exc}", flush=True)
+
+    def encoded(quality: int, names: list[str]) -> dict[str, bytes]:
+        blobs = {}
+        for name in names:
+            buf = io.BytesIO()
+            photos[name].save(buf, "JPEG", quality=quality, subsampling=0)
+            blobs[name] = buf.getvalue()
+        return blobs
+
+    budget, names = budget_mib * 2**20, sorted(photos)
+    for quality in range(95, 49, -1):
+        sample = encoded(quality, names[::10])
+        if sum(map(len, sample.values())) * len(names) / len(sample) > 0.98 * budget:
+            continue  # the estimate from every 10th photo already misses the budget
+        blobs = encoded(quality, names)
+        if sum(map(len, blobs.values())) <= budget:
+            break
+    else:
+        raise SystemExit(f"{len(names)} photos do not fit {budget_mib} MiB even at JPEG quality 50")
+    (out / "train").mkdir(parents=True, exist_ok=True)
+    for name, blob in blobs.items():
+        (out / "train" / f"{name}.jpg").write_bytes(blob)
+    (out / "kodak").mkdir(exist_ok=True)
+    for path in sorted((data / "kodak").glob("*.png"))[:val_images]:
+        (out / "kodak" / path.name).write_bytes(path.read_bytes())
+    total = sum(map(len, blobs.values())) / 2**20
+    print(f"packed {len(blobs)} photos as JPEG 4:4:4 quality {quality} ({total:.1f} MiB) and "
+          f"{val_images} validation images into {out}", flush=True)
 
 
 def lr_at(step: int, total: int, base: float, warmup: int, final_frac: float = 0.05) -> float:
@@ -152,17 +211,17 @@ class EMA:
                 avg.copy_(new)
 
 
-def rng_state() -> dict:
-    """This process's random states (numpy's is the crop sampler's, kept in ``CropSampler.rng``)."""
-    state = {"torch": torch.get_rng_state(), "python": random.getstate()}
+def rng_state(sampler: CropSampler) -> dict:
+    """This process's random states: the crop sampler's, and torch's (noise and quality levels)."""
+    state = {"sampler": sampler.gen.get_state(), "torch": torch.get_rng_state()}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
 
 
-def set_rng_state(state: dict) -> None:
+def set_rng_state(sampler: CropSampler, state: dict) -> None:
+    sampler.gen.set_state(state["sampler"])
     torch.set_rng_state(state["torch"])
-    random.setstate(state["python"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
 
@@ -199,9 +258,9 @@ def train(args: argparse.Namespace) -> None:
         run.mkdir(parents=True, exist_ok=True)
 
     # Every rank draws its own crops, noise and levels: seeded by (seed, rank).
-    rng = np.random.default_rng([args.seed, rank])
     torch.manual_seed(args.seed * 1000 + rank)
-    random.seed(args.seed * 1000 + rank)
+    data = Path(args.data)
+    sampler = CropSampler(load_folder(data / "train"), args.crop, args.seed * 1000 + rank, device)
     ckpt, step = None, 0
     if ckpt_path.exists():
         ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=False)
@@ -221,14 +280,12 @@ def train(args: argparse.Namespace) -> None:
         opt.load_state_dict(ckpt["optimizer"])
         if ema and "ema" in ckpt:
             ema.model.load_state_dict(ckpt["ema"])
-        states = ckpt.get("rng") or [{"numpy": ckpt["numpy_rng"], "torch": ckpt["torch_rng"],
-                                      "python": ckpt["python_rng"]}]  # single-process checkpoints
-        if len(states) == world:
-            rng.bit_generator.state = states[rank]["numpy"]
-            set_rng_state(states[rank])
+        states = ckpt.get("rng") or []
+        if len(states) == world and "sampler" in states[0]:
+            set_rng_state(sampler, states[rank])
         elif rank == 0:
-            print(f"warning: checkpoint has {len(states)} processes' random states, this run {world}; "
-                  "continuing with fresh seeds (not an exact resume)", flush=True)
+            print(f"warning: the checkpoint's random states do not fit this run ({world} processes, "
+                  "or an older version); continuing with fresh seeds, not an exact resume", flush=True)
         if rank == 0:
             print(f"resumed from {ckpt_path} at step {step}", flush=True)
     elif ckpt and rank == 0:
@@ -236,8 +293,6 @@ def train(args: argparse.Namespace) -> None:
     net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None) \
         if world > 1 else model
 
-    data = Path(args.data)
-    sampler = CropSampler(load_folder(data / "train"), args.crop, rng)
     kodak = load_folder(data / "kodak", limit=args.val_images) if rank == 0 else []
     levels = config.lambdas
     val_levels = sorted({0, len(levels) // 2, len(levels) - 1})
@@ -253,7 +308,7 @@ def train(args: argparse.Namespace) -> None:
     while step < stop:
         for group in opt.param_groups:
             group["lr"] = lr_at(step, args.steps, args.lr, args.warmup)
-        x = sampler.batch(args.batch).to(device, non_blocking=True)
+        x = sampler.batch(args.batch)
         if device.type == "cuda":
             x = x.contiguous(memory_format=torch.channels_last)
         # Continuous levels, including the extrapolated ones below 0 that qualities 1..2 use, so
@@ -283,7 +338,7 @@ def train(args: argparse.Namespace) -> None:
         if out_of_time or step == stop:
             stop = step
         if step % args.ckpt_every == 0 or step == stop:
-            states = gather({"numpy": rng.bit_generator.state, **rng_state()}, world)
+            states = gather(rng_state(sampler), world)
             if rank == 0:
                 save_atomic({
                     "config": config.to_dict(), "model": model.state_dict(), "optimizer": opt.state_dict(),
@@ -302,11 +357,15 @@ def train(args: argparse.Namespace) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--run-dir", dest="run", required=True,
+    p.add_argument("--run-dir", dest="run",
                    help="run folder: checkpoints and logs (resumed if present)")
     p.add_argument("--data", default=os.environ.get("VAECODEC_DATA", str(DEFAULT_DATA)),
                    help="folder holding train/ and kodak/ (default ../shared/data or $VAECODEC_DATA)")
     p.add_argument("--export", metavar="WEIGHTS", help="export the run's checkpoint to this weights file")
+    p.add_argument("--pack", metavar="DIR", type=Path,
+                   help="write the training photos (re-encoded to fit --pack-mib) and the validation "
+                        "images into DIR, to train where --data cannot reach; then --data DIR")
+    p.add_argument("--pack-mib", type=float, default=50.0)
     p.add_argument("--steps", type=int, default=20000)
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--crop", type=int, default=128)
@@ -334,7 +393,11 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--val-every", type=int, default=1000)
     p.add_argument("--val-images", type=int, default=4, help="Kodak images used for validation")
     args = p.parse_args(argv)
-    if args.export:
+    if args.pack:
+        pack(Path(args.data), args.pack, args.pack_mib, args.val_images)
+    elif not args.run:
+        p.error("--run-dir is required (except with --pack)")
+    elif args.export:
         from .weights import export_checkpoint
 
         export_checkpoint(Path(args.run) / "last.pt", Path(args.export))
