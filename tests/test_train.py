@@ -60,6 +60,15 @@ def test_ema_is_kept_and_exported(data, tmp_path):
     img = smooth_image(64, 64)
     assert codec.decompress(codec.compress(img, quality=7)).size == (64, 64)
 
+    # the slim copy: the EMA in float16, which --init and --export take
+    small = tmp_path / "slim.pt"
+    main(["--run-dir", str(run), "--slim", str(small)])
+    half = torch.load(small, weights_only=False)["model"]
+    assert half["g_a.0.weight"].dtype == torch.float16 and half["gains.lambdas"].dtype == torch.float32
+    assert torch.allclose(half["g_a.0.weight"].float(), ema["g_a.0.weight"], rtol=1e-3, atol=1e-4)
+    main(["--run-dir", str(tmp_path / "from_slim"), "--init", str(small), "--data", str(data), "--steps", "1",
+          *TINY])
+
 
 def test_ddp_with_two_gloo_processes(data, tmp_path):
     run = tmp_path / "ddp"

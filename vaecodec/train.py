@@ -98,6 +98,16 @@ class CropSampler:
         return torch.stack([self.sample() for _ in range(n)])
 
 
+def slim(ckpt_path: Path, out: Path) -> None:
+    """The weights of a checkpoint (its EMA if it has one) as float16, with config and step only."""
+    ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+    weights = ckpt["ema"] if ckpt.get("ema") is not None else ckpt["model"]
+    params = {name for name, _ in VAEModel(ModelConfig(**ckpt["config"])).named_parameters()}
+    half = {k: v.half() if k in params else v for k, v in weights.items()}  # buffers keep precision
+    save_atomic({"config": ckpt["config"], "model": half, "step": ckpt["step"]}, out)
+    print(f"wrote step {ckpt['step']} to {out} ({out.stat().st_size / 2**20:.1f} MiB)", flush=True)
+
+
 def pack(data: Path, out: Path, budget_mib: float, val_images: int) -> None:
     """Copy the training photos, re-encoded to fit ``budget_mib``, and the validation images into
     ``out`` (``train/``, ``kodak/``), for machines the shared data cannot reach (a device lent for
@@ -362,6 +372,10 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--data", default=os.environ.get("VAECODEC_DATA", str(DEFAULT_DATA)),
                    help="folder holding train/ and kodak/ (default ../shared/data or $VAECODEC_DATA)")
     p.add_argument("--export", metavar="WEIGHTS", help="export the run's checkpoint to this weights file")
+    p.add_argument("--slim", metavar="FILE", type=Path,
+                   help="write the run's latest weights (the EMA if kept) in float16, without optimizer "
+                        "state, to FILE: small enough to copy off a time-boxed machine; --init and "
+                        "--export accept it")
     p.add_argument("--pack", metavar="DIR", type=Path,
                    help="write the training photos (re-encoded to fit --pack-mib) and the validation "
                         "images into DIR, to train where --data cannot reach; then --data DIR")
@@ -401,6 +415,8 @@ def main(argv: list[str] | None = None) -> None:
         from .weights import export_checkpoint
 
         export_checkpoint(Path(args.run) / "last.pt", Path(args.export))
+    elif args.slim:
+        slim(Path(args.run) / "last.pt", args.slim)
     else:
         train(args)
 
