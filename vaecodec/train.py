@@ -155,6 +155,15 @@ def pack(data: Path, out: Path, budget_mib: float, val_images: int) -> None:
           f"{val_images} validation images into {out}", flush=True)
 
 
+def sample_levels(n: int, how: str, lowest: float, highest: int) -> torch.Tensor:
+    """Quality levels of a batch. "continuous": uniform over [lowest, highest], the extrapolated
+    levels below 0 that qualities 1..2 use included, so every point of the knob is trained.
+    "anchors": uniform over the integer levels only (the first run's sampling, plus those below 0)."""
+    if how == "continuous":
+        return torch.empty(n).uniform_(lowest, highest)
+    return torch.randint(math.ceil(lowest), highest + 1, (n,)).float()
+
+
 def lr_at(step: int, total: int, base: float, warmup: int, final_frac: float = 0.05) -> float:
     """Linear warm-up, then cosine decay to ``final_frac * base`` at ``total`` steps."""
     if step < warmup:
@@ -321,9 +330,7 @@ def train(args: argparse.Namespace) -> None:
         x = sampler.batch(args.batch)
         if device.type == "cuda":
             x = x.contiguous(memory_format=torch.channels_last)
-        # Continuous levels, including the extrapolated ones below 0 that qualities 1..2 use, so
-        # every point of the quality knob is trained, not only the 8 anchors.
-        level = torch.empty(args.batch).uniform_(model.gains.MIN_LEVEL, len(levels) - 1).to(device)
+        level = sample_levels(args.batch, args.levels, model.gains.MIN_LEVEL, len(levels) - 1).to(device)
         with autocast():
             out = net(x, level)
         loss = model.rd_loss(out, level)
@@ -387,6 +394,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--warmup", type=int, default=500, help="steps of linear learning-rate warm-up")
     p.add_argument("--init", metavar="CKPT",
                    help="start a new run from this checkpoint's weights (fresh optimizer and schedule)")
+    p.add_argument("--levels", choices=["continuous", "anchors"], default="continuous",
+                   help="how training quality levels are drawn (see sample_levels)")
     p.add_argument("--clip", type=float, default=1.0, help="gradient-norm clipping")
     p.add_argument("--N", dest="n", type=int, default=64, help="channels of g_a/g_s hidden layers and of z")
     p.add_argument("--M", dest="m", type=int, default=128, help="channels of y")
