@@ -96,3 +96,18 @@ def test_pack_fits_the_budget_and_trains(data, tmp_path):
     main(["--run-dir", str(tmp_path / "run"), "--data", str(packed), "--steps", "1", *TINY])
     with pytest.raises(SystemExit, match="do not fit"):
         main(["--data", str(data), "--pack", str(tmp_path / "no"), "--pack-mib", "0.001"])
+
+
+def test_bf16_autocast_keeps_the_prior_and_rate_in_float32(data):
+    """What --bf16 does on a GPU, checked on the CPU (autocast supports bfloat16 there too)."""
+    from vaecodec.model import ModelConfig, VAEModel
+
+    model = VAEModel(ModelConfig(n=8, m=16)).train()
+    x = torch.from_numpy(smooth_image(64, 64)).permute(2, 0, 1)[None].float() / 255
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = model(x, torch.tensor([3.0]))
+        assert model.g_a(x).dtype == torch.bfloat16  # the transforms do run in bfloat16
+    assert all(out[k].dtype == torch.float32 for k in ("bpp_y", "bpp_z", "mse", "x_hat"))
+    loss = model.rd_loss(out, torch.tensor([3.0]))
+    loss.backward()
+    assert torch.isfinite(loss) and all(torch.isfinite(p.grad).all() for p in model.parameters())
