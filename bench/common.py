@@ -41,7 +41,10 @@ def command_line() -> str:
 
 
 def _git(*args: str) -> str:
-    return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+    try:
+        return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+    except OSError:  # no git on this machine
+        return ""
 
 
 def cpu_name() -> str:
@@ -60,7 +63,8 @@ def environment(device: str = "cpu", threads: int | str | None = None) -> list[s
 
     The commit is flagged when vaecodec/ or weights/ have uncommitted changes, since the numbers then
     belong to no commit. ``threads`` may be a description such as "1 and 2"."""
-    commit = _git("rev-parse", "--short", "HEAD") or "unknown"
+    # A copy of the tree without .git (a lent GPU machine) is told its commit through the environment.
+    commit = _git("rev-parse", "--short", "HEAD") or os.environ.get("VAECODEC_COMMIT", "unknown")
     dirty = _git("status", "--porcelain", "--", "vaecodec", "weights", "bench")
     threads = torch.get_num_threads() if threads is None else threads
     gpu = f", GPU {torch.cuda.get_device_name()}" if device.startswith("cuda") else ""

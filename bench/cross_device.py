@@ -1,6 +1,6 @@
 """Cross-device check: files written on the GPU decode bit-exactly on the CPU, and the reverse.
 
-    python -m bench.cross_device [--data DIR] [--limit 6] [--qualities 1,4,7,10]
+    python -m bench.cross_device [--data DIR] [--limit 6] [--qualities 1,4,7,10] [--model NAME]
 
 For each image and quality it compresses on both devices, then decodes each file on both devices and
 requires every integer that decides a probability (z and y symbols, the prior's means and scale
@@ -30,6 +30,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--data", type=Path, default=DEFAULT_DATA / "kodak")
     p.add_argument("--limit", type=int, default=6)
     p.add_argument("--qualities", default="1,4,7,10")
+    p.add_argument("--model", default=None, help="shipped model name or weights file (default: the default)")
     p.add_argument("--threads", type=int, default=torch.get_num_threads())
     p.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "cross_device.md")
     args = p.parse_args(argv)
@@ -38,7 +39,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     torch.set_num_threads(args.threads)
     args.device = "cuda"
-    codecs = {"cpu": Codec(device="cpu"), "cuda": Codec(device="cuda")}
+    codecs = {"cpu": Codec(args.model, device="cpu"), "cuda": Codec(args.model, device="cuda")}
 
     rows, failures = [], 0
     for f in sorted(args.data.glob("*.png"))[: args.limit]:
@@ -57,7 +58,9 @@ def main(argv: list[str] | None = None) -> int:
             rows[-2] += " |"
             print(rows[-2], rows[-1], sep="\n", flush=True)
 
-    lines = ["# Cross-device decoding (CPU vs CUDA)", "", *environment(args.device, args.threads), "",
+    model = codecs["cpu"].model
+    lines = ["# Cross-device decoding (CPU vs CUDA)", "", *environment(args.device, args.threads),
+             f"- model: {model.name} (id {model.model_id.hex()})", "",
              f"Integer mismatches: **{failures}** of {len(rows)} decodes.", "",
              "| image | quality | encoded on | bytes | integers identical on cpu and cuda | "
              "max pixel diff | % pixels differing | cpu and cuda files identical |",

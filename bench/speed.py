@@ -205,10 +205,11 @@ def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # non-Linux: best available
 
 
-def child_memory(device: str, threads: int, source: str, size: str | None, quality: float) -> dict:
+def child_memory(device: str, threads: int, source: str, size: str | None, quality: float,
+                 model: str | None) -> dict:
     """Runs in a fresh process: one encode+decode, reporting baseline and peak memory in MB."""
     torch.set_num_threads(threads)
-    codec = Codec(device=device)
+    codec = Codec(model, device=device)
     img = load_rgb(Path(source))
     if size:
         img = img.resize(tuple(int(v) for v in size.split("x")), Image.Resampling.BICUBIC)
@@ -222,11 +223,12 @@ def child_memory(device: str, threads: int, source: str, size: str | None, quali
     return out
 
 
-def memory_rows(device: str, threads: int, source: Path, large: str, quality: float) -> list[str]:
+def memory_rows(device: str, threads: int, source: Path, large: str, quality: float,
+                model: str | None) -> list[str]:
     rows = []
     for size in (None, large):
         cmd = [sys.executable, "-m", "bench.speed", "--child", device, str(threads), str(source),
-               size or "", f"{quality:g}"]
+               size or "", f"{quality:g}", model or ""]
         res = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
         if res.returncode:
             why = res.stderr.strip().splitlines()[-1] if res.stderr.strip() else f"exit {res.returncode}"
@@ -241,7 +243,7 @@ def memory_rows(device: str, threads: int, source: Path, large: str, quality: fl
 
 def config_section(device: str, threads: int, files: list[Path], args: argparse.Namespace) -> list[str]:
     torch.set_num_threads(threads)
-    codec = Codec(device=device)
+    codec = Codec(args.model, device=device)
     rows, stages = per_image_times(codec, files, args, threads)
     jpeg = next((r for r in rows if r[0].startswith("JPEG 4:2:0")), None)
     gpu = f" ({torch.cuda.get_device_name()})" if device == "cuda" else ""
@@ -270,13 +272,15 @@ def config_section(device: str, threads: int, files: list[Path], args: argparse.
 
 def main(argv: list[str] | None = None) -> None:
     if argv is None and len(sys.argv) > 1 and sys.argv[1] == "--child":
-        _, _, device, threads, source, size, quality = sys.argv
-        print(json.dumps(child_memory(device, int(threads), source, size or None, float(quality))))
+        _, _, device, threads, source, size, quality, model = sys.argv
+        print(json.dumps(child_memory(device, int(threads), source, size or None, float(quality),
+                                      model or None)))
         return
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", type=Path, default=DEFAULT_DATA / "kodak", help="folder of images")
     p.add_argument("--limit", type=int, default=6, help="images timed per configuration")
     p.add_argument("--quality", type=float, default=7.0, help="vaecodec quality")
+    p.add_argument("--model", default=None, help="shipped model name or weights file (default: the default)")
     p.add_argument("--threads", default="1,2", help="CPU torch thread counts")
     p.add_argument("--repeat", type=int, default=3, help="timed runs per image (median)")
     p.add_argument("--batches", default="1,8,64", help="image counts for batch throughput")
@@ -295,7 +299,8 @@ def main(argv: list[str] | None = None) -> None:
         tag = "cpu"
     out = args.out or ROOT / "bench" / "results" / f"speed_{tag}.md"
     lines = [f"# Speed and memory on {args.data.name} ({len(files)} images, vaecodec q={args.quality:g})",
-             "", *environment(configs[-1][0], " and ".join(str(t) for _, t in configs)), "",
+             "", *environment(configs[-1][0], " and ".join(str(t) for _, t in configs)),
+             f"- model: {Codec(args.model, device='cpu').model.name}", "",
              "Seconds are wall-clock, median of repeats, mean over images, in memory (no file I/O) except "
              "the stage split, whose image I/O is PNG read/write. Peers run on the CPU with the same thread "
              "count (only AVIF and JPEG XL use more than one). Ratios are to JPEG 4:2:0 in the same run.",
@@ -307,7 +312,7 @@ def main(argv: list[str] | None = None) -> None:
               "CUDA max allocated MB |",
               "|---|---|---|---|---|"]
     for device, threads in configs:
-        lines += memory_rows(device, threads, files[0], args.large, args.quality)
+        lines += memory_rows(device, threads, files[0], args.large, args.quality, args.model)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text("\n".join(lines) + "\n")
     print("\n".join(lines[-2 - 2 * len(configs):]))

@@ -253,6 +253,7 @@ def setup_process(args: argparse.Namespace) -> tuple[int, int, torch.device]:
     device = torch.device("cuda", local) if cuda else torch.device("cpu")
     if cuda:
         torch.cuda.set_device(device)
+        torch.backends.cudnn.benchmark = True  # the crop size is fixed, so the fastest kernels are found once
     if world > 1:
         dist.init_process_group("nccl" if cuda else "gloo")
     return rank, world, device
@@ -341,14 +342,19 @@ def train(args: argparse.Namespace) -> None:
         if ema:
             ema.update(model, step)
         step += 1
-        logged.append((loss.item(), (out["bpp_y"] + out["bpp_z"]).mean().item(), out["mse"].mean().item()))
-        if step % args.log_every == 0 and rank == 0:
-            loss_m, bpp_m, mse_m = np.mean(logged, axis=0)
+        # kept on the device until the log line: a .item() per step would make the CPU wait for the GPU
+        logged.append(torch.stack([loss.detach(), (out["bpp_y"] + out["bpp_z"]).detach().mean(),
+                                   out["mse"].detach().mean()]))
+        if step % args.log_every == 0:
+            loss_m, bpp_m, mse_m = torch.stack(logged).mean(0).tolist()
+            if not math.isfinite(loss_m):  # every rank sees its own loss, so every rank stops
+                raise SystemExit(f"loss is {loss_m} at step {step}; last good checkpoint: {ckpt_path}")
             row = {"step": step, "loss": f"{loss_m:.4f}", "bpp": f"{bpp_m:.4f}", "mse": f"{mse_m:.6f}",
                    "lr": f"{opt.param_groups[0]['lr']:.2e}",
                    "s_per_step": f"{(time.time() - t0) / len(logged):.3f}"}
-            append_csv(run / "train_log.csv", row)
-            print(row, flush=True)
+            if rank == 0:
+                append_csv(run / "train_log.csv", row)
+                print(row, flush=True)
             t0, logged = time.time(), []
         # --time-limit: every rank must agree to stop, so rank 0's clock decides for all
         out_of_time = args.time_limit and gather(time.time() - started > args.time_limit, world)[0]

@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# One call on a lent GPU (see docs/training.md): train for the time the call has, then run the GPU
+# benches on the result. Run from the repository root on the device, with runs/pack and .whl carried:
+#
+#     bash docs/gpu_session.sh TOTAL_S BENCH_S [RUN_DIR]
+#
+# TOTAL_S is the whole script's budget, BENCH_S the part kept for the benches. Training is calibrated
+# first (CALIB steps, inside the learning-rate warm-up, where the schedule's total does not matter
+# yet), then resumed with --steps set so that the cosine decay ends when the time does. Everything
+# worth keeping goes to $OUT: the logs, the float16 slim copy of the weights, and the bench results.
+# EXTRA (appended to the training flags, so it wins) and CALIB exist for a dry run on a CPU.
+set -uo pipefail
+total=${1:?TOTAL_S}; bench=${2:?BENCH_S}; run=${3:-runs/gpu}; calib=${CALIB:-300}
+start=$(date +%s)
+left() { echo $((total - ($(date +%s) - start))); }
+out=${OUT:?set OUT to a folder for the results}
+
+if compgen -G ".whl/*.whl" >/dev/null; then
+    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site \
+        .whl/*.whl || exit 1
+    export PYTHONPATH=/tmp/site
+fi
+export PYTHONUNBUFFERED=1
+{ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv; python3 -c "import torch; print(torch.__version__)"; } \
+    > "$out/machine.txt" 2>&1
+
+flags=(--run-dir "$run" --data runs/pack --crop 256 --batch 16 --N 128 --M 192 --lr 4e-4 --warmup 500
+       --val-every 1000000000 --log-every 50 --ckpt-every 500 ${EXTRA:-})
+calibrate() { python3 -m vaecodec.train "${flags[@]}" --steps 1000000000 --stop-at "$calib" 2>&1 | tee -a "$out/train.log"; }
+if ! calibrate; then  # bfloat16 is the one CUDA-only path the CPU tests cannot reach: fall back to float32
+    echo "training failed with bf16; retrying in float32" | tee -a "$out/train.log"
+    rm -rf "$run"; flags+=(--no-bf16); calibrate || exit 1
+fi
+s_per_step=$(tail -1 "$run/train_log.csv" | cut -d, -f6)
+train_s=$(($(left) - bench))
+steps=$(python3 -c "print($calib + int($train_s / $s_per_step * 0.93))")
+echo "calibrated: $s_per_step s/step; $train_s s left for training: --steps $steps" | tee -a "$out/train.log"
+python3 -m vaecodec.train "${flags[@]}" --steps "$steps" --time-limit "$train_s" 2>&1 | tee -a "$out/train.log"
+python3 -m vaecodec.train --run-dir "$run" --slim "$out/slim.pt" || exit 1
+cp "$run"/*.csv "$out/"
+
+# Export from the float16 copy, the same bytes the weights shipped from it are exported from here.
+mkdir -p runs/slim && cp "$out/slim.pt" runs/slim/last.pt
+python3 -m vaecodec.train --run-dir runs/slim --export runs/gpu.pt 2>&1 | tee "$out/export.log"
+for model in runs/gpu.pt hp64-v1; do
+    timeout 60 python3 -m bench.cross_device --data runs/pack/kodak --limit 2 --qualities 1,5,10 \
+        --model "$model" --out "$out/cross_device_$(basename "$model" .pt).md" 2>&1 | tail -3
+done
+timeout $(($(left) > 20 ? $(left) - 5 : 15)) python3 -m bench.speed --data runs/pack/kodak --limit 4 --repeat 2 \
+    --threads 16 --batches 1,8,64 --model runs/gpu.pt --out "$out/speed_cuda.md" 2>&1 | tail -20
+echo "done with $(left) s of $total left"
