@@ -45,6 +45,7 @@ from bench.bdrate import bd_rate, overlap
 from bench.common import DEFAULT_DATA, ROOT, environment, image_files, load_rgb
 from bench.metrics import ms_ssim, psnr
 from bench.peers import Peer, all_peers
+from vaecodec.weights import DEFAULT_MODEL
 
 REFERENCE_DIR = ROOT.parent / "shared" / "reference"
 PUBLISHED_REFERENCE = "kodak_published_rd.csv"
@@ -92,11 +93,12 @@ def measure(images: dict[str, Image.Image], codec: str, setting: float,
     return rows
 
 
-def run_vaecodec(images: dict[str, Image.Image], qualities: list[float], device: str) -> list[dict]:
+def run_vaecodec(images: dict[str, Image.Image], qualities: list[float], device: str,
+                 model: str | None = None) -> list[dict]:
     """Every quality through the public Codec API, the path users take."""
     from vaecodec import Codec
 
-    codec = Codec(device=device)
+    codec = Codec(model, device=device)
     rows = []
     for q in qualities:
         rows += measure(images, "vaecodec", q, lambda img, q=q: codec.compress(img, q), codec.decompress)
@@ -254,6 +256,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--peers", default=",".join(peer.name for peer in all_peers()),
                    help="comma-separated peers (names as in bench/peers.py)")
     p.add_argument("--device", default="cpu", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--model", default=None, help="shipped model name or weights file (default: the default)")
     p.add_argument("--threads", type=int, default=1, help="torch threads for vaecodec")
     p.add_argument("--limit", type=int, default=None, help="only the first N images")
     p.add_argument("--reference", type=Path, default=REFERENCE_DIR,
@@ -267,7 +270,7 @@ def main(argv: list[str] | None = None) -> None:
 
     files = image_files(args.data, args.limit)
     images = {f.name: load_rgb(f) for f in files}
-    rows = run_vaecodec(images, [float(q) for q in args.qualities.split(",")], device)
+    rows = run_vaecodec(images, [float(q) for q in args.qualities.split(",")], device, args.model)
     wanted = args.peers.split(",") if args.peers else []
     peers = [peer for peer in all_peers() if peer.name in wanted]
     notes = [f"{peer.label}: skipped, {peer.missing}" for peer in peers if peer.missing]
@@ -302,6 +305,7 @@ def main(argv: list[str] | None = None) -> None:
     notes += [plot_note] if plot_note else []
 
     lines = [f"# Rate-distortion on {dataset} ({len(files)} images)", "", *environment(device, args.threads),
+             f"- vaecodec model: {args.model or DEFAULT_MODEL}",
              "", "bpp = 8 x file bytes / pixels; PSNR and MS-SSIM on 8-bit RGB; means over images per "
              "setting (CompressAI's averaging); times are wall-clock per image, in memory, peers single-"
              "threaded. Every point: `rd.csv`." + (" Plot: `rd.png`." if not plot_note else ""),

@@ -6,11 +6,12 @@ checks that the current code still decodes them to exactly the same latent symbo
 
 Regenerate only when a *new* model ships (never to paper over a change that breaks old files):
 
-    PYTHONPATH=. python tests/golden.py     # writes tests/data/golden-<model>-<case>.{vaez,npz}
+    PYTHONPATH=. python tests/golden.py [MODEL]   # writes tests/data/golden-<model>-<case>.{vaez,npz}
 """
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -29,9 +30,9 @@ CASES = {
 }
 
 
-def main() -> None:
+def main(model: str | None = None) -> None:
     torch.set_num_threads(1)
-    codec = Codec(device="cpu")
+    codec = Codec(model, device="cpu")
     DATA.mkdir(exist_ok=True)
     for case, (make, quality) in CASES.items():
         data = codec.compress(make(), quality)
@@ -44,4 +45,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    main(*sys.argv[1:2])

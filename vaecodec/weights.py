@@ -30,7 +30,7 @@ from .model import ModelConfig, VAEModel
 from .prior import HyperAnalysis, IntegerHyperSynthesis, _hs_layers, scale_table
 from .transforms import AnalysisTransform, QualityGains, SynthesisTransform
 
-DEFAULT_MODEL = "hp64-v1"
+DEFAULT_MODEL = "hp128-v2"
 FILE_KIND = "vaecodec-weights"
 Z_TABLE_RADIUS = 128  # z tables are tabulated over at most [-128, 128] before trimming
 TAIL_TRIM = 2.0**-26  # bins whose cumulative mass from either end is below this go to the escape
