@@ -111,3 +111,30 @@ def test_bf16_autocast_keeps_the_prior_and_rate_in_float32(data):
     loss = model.rd_loss(out, torch.tensor([3.0]))
     loss.backward()
     assert torch.isfinite(loss) and all(torch.isfinite(p.grad).all() for p in model.parameters())
+
+
+def test_checkerboard_context_starts_as_the_hyperprior_and_learns(data, tmp_path):
+    """The context's correction starts at zero (so the rate equals the plain hyperprior's with the
+    same weights), it receives a gradient, and export refuses it until its integer path exists."""
+    from vaecodec.model import ModelConfig, VAEModel
+    from vaecodec.prior import checkerboard_anchors
+
+    assert checkerboard_anchors(2, 3).flatten().tolist() == [True, False, True, False, True, False]
+    torch.manual_seed(0)
+    plain = VAEModel(ModelConfig(n=8, m=16)).eval()
+    ctx = VAEModel(ModelConfig(n=8, m=16, context="checkerboard")).eval()
+    missing, unexpected = ctx.load_state_dict(plain.state_dict(), strict=False)
+    assert not unexpected and all(k.startswith("context.") for k in missing)
+    x = torch.from_numpy(smooth_image(64, 64)).permute(2, 0, 1)[None].float() / 255
+    level = torch.tensor([3.0])
+    with torch.no_grad():
+        assert torch.allclose(plain(x, level)["bpp_y"], ctx(x, level)["bpp_y"])
+    loss = ctx.train().rd_loss(ctx(x, level), level)
+    loss.backward()
+    assert ctx.context.params[-1].weight.grad.abs().sum() > 0
+    assert ModelConfig().to_dict().keys() == {"n", "m", "lambdas"}  # model ids of plain models unchanged
+
+    main(["--run-dir", str(tmp_path / "run"), "--data", str(data), "--steps", "2", "--context",
+          "checkerboard", *TINY])
+    with pytest.raises(SystemExit, match="cannot export a model with the checkerboard context"):
+        main(["--run-dir", str(tmp_path / "run"), "--export", str(tmp_path / "w.pt")])

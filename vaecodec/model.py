@@ -15,9 +15,11 @@ from torch import nn
 
 from .prior import (
     NUM_SCALES,
+    CheckerboardContext,
     FactorizedDensity,
     HyperAnalysis,
     HyperSynthesis,
+    checkerboard_anchors,
     gaussian_bits,
     scale_of_index,
 )
@@ -27,6 +29,7 @@ from .transforms import AnalysisTransform, QualityGains, SynthesisTransform
 # Rate-distortion weights of the quality levels: loss = lambda * 255^2 * MSE + bpp.
 # Eight levels, geometric from CompressAI's lowest MSE lambda (0.0018) to 0.1.
 DEFAULT_LAMBDAS = [round(0.0018 * (0.1 / 0.0018) ** (i / 7), 5) for i in range(8)]
+CONTEXTS = ("none", "checkerboard")
 LIKELIHOOD_FLOOR = 1e-9  # z's likelihood in training (y's rate is computed in the log domain)
 
 
@@ -62,9 +65,22 @@ class ModelConfig:
     n: int = 64  # channels of the hidden layers of g_a/g_s and of z
     m: int = 128  # channels of y
     lambdas: list[float] = field(default_factory=lambda: list(DEFAULT_LAMBDAS))
+    # "checkerboard": a context model on top of the hyperprior (prior.CheckerboardContext); training
+    # only for now, for the ablation in docs/training.md
+    context: str = "none"
+
+    def __post_init__(self) -> None:
+        if self.context not in CONTEXTS:
+            raise ValueError(f"unknown context model {self.context!r} (known: {', '.join(CONTEXTS)})")
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        """The config as stored in checkpoints and weights files. ``context`` is left out when it is
+        "none", so the plain hyperprior's config (and with it the model id of its weights) reads as
+        it did before context models existed."""
+        d = asdict(self)
+        if self.context == "none":
+            del d["context"]
+        return d
 
 
 class VAEModel(nn.Module):
@@ -80,6 +96,7 @@ class VAEModel(nn.Module):
         self.h_s = HyperSynthesis(n, m)
         self.z_density = FactorizedDensity(n)
         self.gains = QualityGains(m, config.lambdas)
+        self.context = CheckerboardContext(m) if config.context == "checkerboard" else None
 
     def forward(self, x: torch.Tensor, level: torch.Tensor) -> dict[str, torch.Tensor]:
         """x: (B, 3, H, W) in [0, 1], H and W multiples of 64; level: (B,) float quality levels.
@@ -96,6 +113,11 @@ class VAEModel(nn.Module):
             z_hat = ste_round(z)
             z_lik = self.z_density.likelihood(add_noise(z) if self.training else z_hat)
             mean, t = self.h_s(z_hat)
+            if self.context is not None:
+                anchors = checkerboard_anchors(*y.shape[2:], device=y.device)
+                y_hat_anchors = (ste_round(y - mean) + mean) * anchors
+                mean_c, t_c = self.context(y_hat_anchors, mean, t)
+                mean, t = torch.where(anchors, mean, mean_c), torch.where(anchors, t, t_c)
             scale = scale_of_index(bound(t, 0, NUM_SCALES - 1))
             y_hat = ste_round(y - mean) + mean
             y_bits = gaussian_bits(add_noise(y) if self.training else y_hat, mean, scale)

@@ -183,6 +183,48 @@ class IntegerHyperSynthesis(nn.Module):
         return mean, index
 
 
+def checkerboard_anchors(height: int, width: int, device: torch.device | str = "cpu") -> torch.Tensor:
+    """(1, 1, height, width) bool mask of the checkerboard's anchor positions, (i + j) even."""
+    i = torch.arange(height, device=device)[:, None]
+    j = torch.arange(width, device=device)[None, :]
+    return ((i + j) % 2 == 0)[None, None]
+
+
+class CheckerboardContext(nn.Module):
+    """Checkerboard context model (He et al. 2021, "Checkerboard context model for efficient learned
+    image compression"), in training form only: half of y (the anchors) is coded with h_s's
+    parameters as now; the other half gets parameters refined from its decoded anchor neighbours.
+
+    ``ctx`` is a 5x5 convolution over the decoded anchors (zero elsewhere, so no kernel mask is
+    needed); ``params`` maps [ctx features, h_s mean, h_s scale index] through 1x1 layers with the
+    same clipped activations as h_s to a correction of (mean, scale index), whose last layer starts
+    at zero so training starts from the plain hyperprior. The structure (convolutions over values
+    with 8 fractional bits, clipped activations) is the one the integer h_s uses, so an exact
+    integer export is possible; it is not written yet, and :func:`vaecodec.weights.export_model`
+    refuses context models until it is. Decoding would be two passes: anchors, then the rest.
+    """
+
+    def __init__(self, m: int) -> None:
+        super().__init__()
+        self.m = m
+        self.ctx = nn.Conv2d(m, 2 * m, 5, padding=2)
+        self.params = nn.ModuleList([nn.Conv2d(4 * m, 2 * m, 1), nn.Conv2d(2 * m, 2 * m, 1),
+                                     nn.Conv2d(2 * m, 2 * m, 1)])
+        with torch.no_grad():
+            self.params[-1].weight.zero_()
+            self.params[-1].bias.zero_()
+
+    def forward(self, y_hat_anchors: torch.Tensor, mean: torch.Tensor, t: torch.Tensor
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Refined (mean, scale index) for every position; the caller keeps them at non-anchors."""
+        x = torch.cat([self.ctx(y_hat_anchors), mean, t], dim=1)
+        for i, layer in enumerate(self.params):
+            x = layer(x)
+            if i < len(self.params) - 1:
+                x = x.clamp(0, ACT_MAX)
+        return mean + x[:, : self.m], t + x[:, self.m :]
+
+
 class FactorizedDensity(nn.Module):
     """Per-channel learned density of z (Ballé et al. 2018, appendix 6.1).
 

@@ -287,7 +287,7 @@ def train(args: argparse.Namespace) -> None:
         step = ckpt["step"]
     elif args.init:
         ckpt = torch.load(args.init, map_location="cpu", weights_only=False)
-    config = ModelConfig(**ckpt["config"]) if ckpt else ModelConfig(n=args.n, m=args.m)
+    config = ModelConfig(**ckpt["config"]) if ckpt else ModelConfig(n=args.n, m=args.m, context=args.context)
     model = VAEModel(config)
     if ckpt:
         model.load_state_dict(ckpt["model"])
@@ -403,6 +403,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--levels", choices=["continuous", "anchors"], default="continuous",
                    help="how training quality levels are drawn (see sample_levels)")
     p.add_argument("--clip", type=float, default=1.0, help="gradient-norm clipping")
+    p.add_argument("--context", choices=["none", "checkerboard"], default="none",
+                   help="context model of a new run (checkerboard: training only, not exportable yet)")
     p.add_argument("--N", dest="n", type=int, default=64, help="channels of g_a/g_s hidden layers and of z")
     p.add_argument("--M", dest="m", type=int, default=128, help="channels of y")
     p.add_argument("--stop-at", type=int, metavar="STEP",
@@ -429,7 +431,10 @@ def main(argv: list[str] | None = None) -> None:
     elif args.export:
         from .weights import export_checkpoint
 
-        export_checkpoint(Path(args.run) / "last.pt", Path(args.export))
+        try:
+            export_checkpoint(Path(args.run) / "last.pt", Path(args.export))
+        except ValueError as exc:
+            raise SystemExit(f"error: {exc}") from None
     elif args.slim:
         slim(Path(args.run) / "last.pt", args.slim)
     else:

@@ -125,6 +125,9 @@ def y_tables() -> TableSet:
 
 def export_model(model: VAEModel, path: Path) -> bytes:
     """Write a trained model as a shipped weights file; returns its model id."""
+    if model.context is not None:
+        raise ValueError(f"cannot export a model with the {model.config.context} context model yet: "
+                         "its integer parameter network and two-pass coding are not written")
     model = model.cpu().eval()
     tensors: dict[str, torch.Tensor] = {}
     for part in ("g_a", "g_s", "h_a", "gains"):
