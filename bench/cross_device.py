@@ -39,6 +39,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     torch.set_num_threads(args.threads)
     args.device = "cuda"
+    env = environment(args.device, args.threads)  # at the start, like every bench
     codecs = {"cpu": Codec(args.model, device="cpu"), "cuda": Codec(args.model, device="cuda")}
 
     rows, failures = [], 0
@@ -59,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
             print(rows[-2], rows[-1], sep="\n", flush=True)
 
     model = codecs["cpu"].model
-    lines = ["# Cross-device decoding (CPU vs CUDA)", "", *environment(args.device, args.threads),
+    lines = ["# Cross-device decoding (CPU vs CUDA)", "", *env,
              f"- model: {model.name} (id {model.model_id.hex()})", "",
              f"Integer mismatches: **{failures}** of {len(rows)} decodes.", "",
              "| image | quality | encoded on | bytes | integers identical on cpu and cuda | "

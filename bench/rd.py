@@ -266,6 +266,7 @@ def main(argv: list[str] | None = None) -> None:
     torch.set_num_threads(args.threads)
     device = args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
     dataset = args.data.resolve().name
+    env = environment(device, args.threads)  # at the start: the commit measured, not the one at the end
     out = args.out or ROOT / "bench" / "results" / dataset
 
     files = image_files(args.data, args.limit)
@@ -304,7 +305,7 @@ def main(argv: list[str] | None = None) -> None:
     plot_note = plot(out / "rd.png", curves, labels, sources, f"{dataset} ({len(files)} images)")
     notes += [plot_note] if plot_note else []
 
-    lines = [f"# Rate-distortion on {dataset} ({len(files)} images)", "", *environment(device, args.threads),
+    lines = [f"# Rate-distortion on {dataset} ({len(files)} images)", "", *env,
              f"- vaecodec model: {args.model or DEFAULT_MODEL}",
              "", "bpp = 8 x file bytes / pixels; PSNR and MS-SSIM on 8-bit RGB; means over images per "
              "setting (CompressAI's averaging); times are wall-clock per image, in memory, peers single-"
