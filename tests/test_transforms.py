@@ -31,3 +31,21 @@ def test_transform_shapes_and_inverse_gain():
     torch.testing.assert_close(gains.gain(level) * gains.inverse_gain(level), torch.ones(2, 12, 1, 1))
     with torch.no_grad():
         assert gains.gain(torch.tensor([2.0])).mean() > gains.gain(torch.tensor([0.0])).mean()
+
+
+def test_tiled_transforms_equal_the_whole_image():
+    """With the halo the tiles see every input their outputs depend on (a margin that is too small
+    visibly changes the result, so the check has teeth)."""
+    from vaecodec import Codec
+    from vaecodec.transforms import tiled
+
+    m = Codec("hp128-v2", device="cpu").model
+    torch.manual_seed(0)
+    x = torch.rand(1, 3, 7 * 16, 10 * 16)
+    y = torch.randn(1, m.g_s[0].in_channels, 7, 10) * 3
+    with torch.no_grad():
+        for net, inp, cells in ((m.g_a, x, (16, 1)), (m.g_s, y, (1, 16))):
+            whole = net(inp)
+            assert torch.allclose(tiled(net, inp, *cells, tile=3), whole, atol=1e-4)
+            assert not torch.allclose(tiled(net, inp, *cells, tile=3, halo=0), whole, atol=1e-3)
+            assert torch.equal(tiled(net, inp, *cells, tile=10), whole)  # one tile: the plain call

@@ -38,6 +38,7 @@ from .container import QUALITY_MAX, QUALITY_MIN
 from .errors import CorruptFileError, UnsupportedFileError, VaecodecError
 from .prior import MEAN_FRAC_BITS
 from .quantize import symbols
+from .transforms import tiled
 from .weights import DEFAULT_MODEL, LoadedModel, available_models, load_model
 
 DEFAULT_QUALITY = 7.0
@@ -188,7 +189,7 @@ class Codec:
         m = self.model
         hp, wp = self._padded(pics[0].size)
         x = torch.stack([self._to_tensor(p, hp, wp) for p in pics]).to(self.device)
-        y = m.g_a(x) * m.gains.gain(self._level(quality, len(pics)))
+        y = tiled(m.g_a, x, 16, 1) * m.gains.gain(self._level(quality, len(pics)))
         z = symbols(m.h_a(y))
         mean, index = m.h_s(z)
         y_sym = symbols(y, mean.double() / 2**MEAN_FRAC_BITS)
@@ -299,7 +300,7 @@ class Codec:
     def _synthesize(self, m: LoadedModel, headers: list[container.Header],
                     y_hat: torch.Tensor) -> list[np.ndarray]:
         level = torch.tensor([quality_to_level(h.quality) for h in headers], device=self.device)
-        x = m.g_s(y_hat * m.gains.inverse_gain(level))
+        x = tiled(m.g_s, y_hat * m.gains.inverse_gain(level), 1, 16)
         x = torch.round(x.clamp(0, 1) * 255).to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
         return [np.ascontiguousarray(x[i, : h.height, : h.width]) for i, h in enumerate(headers)]
 
