@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import os
 import struct
 import warnings
 import zlib
@@ -248,3 +249,14 @@ def test_atomic_write_success(tmp_path):
     image.write_atomic(path, lambda f: f.write(b"abc"))
     assert path.read_bytes() == b"abc"
     assert [p.name for p in tmp_path.iterdir()] == ["ok.vaez"]
+
+
+def test_atomic_write_gives_the_umask_mode(tmp_path):
+    """Outputs get the mode a plain open() would give, not mkstemp's private 0600."""
+    old = os.umask(0o027)
+    try:
+        path = tmp_path / "out.vaez"
+        image.write_atomic(path, lambda f: f.write(b"abc"))
+    finally:
+        os.umask(old)
+    assert path.stat().st_mode & 0o777 == 0o640

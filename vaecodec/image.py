@@ -184,6 +184,11 @@ def write_atomic(path: Path, writer, force: bool = False) -> None:
     check_writable(path, force)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent or ".")
     try:
+        # mkstemp creates the file private (0600); give it the mode a plain open() would, as other
+        # encoders' outputs have (0644 under the usual umask)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
         with os.fdopen(fd, "wb") as f:
             writer(f)
         os.replace(tmp, path)
