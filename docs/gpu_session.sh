@@ -2,8 +2,9 @@
 # One call on a lent GPU (see docs/training.md): train for the time the call has, then run the GPU
 # benches on the result. Run from the repository root on the device, with runs/pack and .whl carried:
 #
-#     bash docs/gpu_session.sh TOTAL_S BENCH_S [RUN_DIR]
+#     VAECODEC_COMMIT=<commit sent> bash docs/gpu_session.sh TOTAL_S BENCH_S [RUN_DIR]
 #
+# (the device's copy of .git can be stale, so the bench headers take the commit from there).
 # TOTAL_S is the whole script's budget, BENCH_S the part kept for the benches. Training is calibrated
 # first (CALIB steps, inside the learning-rate warm-up, where the schedule's total does not matter
 # yet), then resumed with --steps set so that the cosine decay ends when the time does. Everything
