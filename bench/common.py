@@ -63,8 +63,9 @@ def environment(device: str = "cpu", threads: int | str | None = None) -> list[s
 
     The commit is flagged when vaecodec/ or weights/ have uncommitted changes, since the numbers then
     belong to no commit. ``threads`` may be a description such as "1 and 2"."""
-    # A copy of the tree without .git (a lent GPU machine) is told its commit through the environment.
-    commit = _git("rev-parse", "--short", "HEAD") or os.environ.get("VAECODEC_COMMIT", "unknown")
+    # A copy of the tree sent to a lent GPU machine may carry no .git, or a stale one (it reported an
+    # old commit there): the sender names the commit in $VAECODEC_COMMIT, which wins.
+    commit = os.environ.get("VAECODEC_COMMIT") or _git("rev-parse", "--short", "HEAD") or "unknown"
     dirty = _git("status", "--porcelain", "--", "vaecodec", "weights", "bench")
     threads = torch.get_num_threads() if threads is None else threads
     gpu = f", GPU {torch.cuda.get_device_name()}" if device.startswith("cuda") else ""
