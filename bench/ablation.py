@@ -20,15 +20,8 @@ import torch
 
 from bench.bdrate import bd_rate, overlap
 from bench.common import DEFAULT_DATA, environment
-from vaecodec.model import ModelConfig, VAEModel
+from vaecodec.model import load_checkpoint
 from vaecodec.train import load_folder, validate
-
-
-def load(path: Path) -> tuple[VAEModel, int]:
-    ckpt = torch.load(path, map_location="cpu", weights_only=False)
-    model = VAEModel(ModelConfig(**ckpt["config"]))
-    model.load_state_dict(ckpt["ema"] if ckpt.get("ema") is not None else ckpt["model"])
-    return model, ckpt["step"]
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -43,7 +36,8 @@ def main(argv: list[str] | None = None) -> None:
     print("\n".join(environment("cpu", args.threads)) + "\n")
     curves = {}
     for path in args.ckpts:
-        model, step = load(path)
+        model, ckpt = load_checkpoint(path)
+        step = ckpt["step"]
         rows = validate(model, images, list(range(len(model.config.lambdas))))
         curves[path] = ([r["bpp"] for r in rows], [r["psnr"] for r in rows])
         points = ", ".join(f"{r['bpp']:.3f}/{r['psnr']:.2f}" for r in rows)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -135,3 +136,12 @@ class VAEModel(nn.Module):
         """Batch mean of lambda * 255^2 * MSE + bpp, lambda interpolated at each (fractional) level."""
         lam = self.gains.lambda_at(level)
         return (lam * 255**2 * out["mse"] + out["bpp_y"] + out["bpp_z"]).mean()
+
+
+def load_checkpoint(path: Path) -> tuple[VAEModel, dict]:
+    """The model of a training checkpoint (or ``--slim`` copy) and the checkpoint itself. The EMA
+    weights are loaded when the run kept them, since those are the ones it validated and exports."""
+    ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    model = VAEModel(ModelConfig(**ckpt["config"]))
+    model.load_state_dict(ckpt["ema"] if ckpt.get("ema") is not None else ckpt["model"])
+    return model, ckpt

@@ -26,7 +26,7 @@ import torch
 from torch import nn
 
 from .entropy import TableCoder, TableSet, quantize_pmf
-from .model import ModelConfig, VAEModel
+from .model import ModelConfig, VAEModel, load_checkpoint
 from .prior import HyperAnalysis, IntegerHyperSynthesis, _hs_layers, scale_table
 from .transforms import AnalysisTransform, QualityGains, SynthesisTransform
 
@@ -153,10 +153,8 @@ def export_model(model: VAEModel, path: Path) -> bytes:
 
 
 def export_checkpoint(ckpt_path: Path, out: Path) -> None:
-    ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=False)
-    model = VAEModel(ModelConfig(**ckpt["config"]))
+    model, ckpt = load_checkpoint(ckpt_path)
     weights = "ema" if ckpt.get("ema") is not None else "model"
-    model.load_state_dict(ckpt[weights])
     model_id = export_model(model, out)
     print(f"exported step {ckpt['step']} ({'EMA' if weights == 'ema' else 'raw'} weights) to {out} "
           f"(model id {model_id.hex()})")
