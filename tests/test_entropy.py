@@ -157,7 +157,7 @@ def test_escape_round_trip_with_model_tables(codec):
         flat_y[pos[:4]] = _edge_values(yt, t)
     flat_y[:6] = [10**6, -(10**6), 2**20, -(2**20), 2**62, -(2**62)]
 
-    stream, escapes = entropy.encode(m.z_coder, z, m.y_coder, y, y_table)
+    stream, escapes = entropy.encode(m.z_coder, z, m.y_coder, [(y, y_table)])
     assert len(stream) % 4 == 0
     # the escape stream holds exactly the out-of-range values, z by channel then y by table
     expected = [v for c in range(n) for v in z[c].ravel().tolist() if _escaped(zt, c, v)]
@@ -170,6 +170,7 @@ def test_escape_round_trip_with_model_tables(codec):
     dec = StreamDecoder(stream, escapes)
     z_dec = dec.z(m.z_coder, z.shape)
     y_dec = dec.y(m.y_coder, y_table)
+    dec.finish()
     assert np.array_equal(z_dec, z)
     assert np.array_equal(y_dec, y)
 
@@ -179,11 +180,12 @@ def test_no_escapes_for_in_range_values(codec):
     z = np.zeros((m.config.n, 1, 1), np.int64)
     y_table = np.full((m.config.m, 4, 4), NUM_SCALES - 1, np.int64)
     y = np.zeros(y_table.shape, np.int64)
-    stream, escapes = entropy.encode(m.z_coder, z, m.y_coder, y, y_table)
+    stream, escapes = entropy.encode(m.z_coder, z, m.y_coder, [(y, y_table)])
     assert escapes == b""
     dec = StreamDecoder(stream, escapes)
     assert np.array_equal(dec.z(m.z_coder, z.shape), z)
     assert np.array_equal(dec.y(m.y_coder, y_table), y)
+    dec.finish()
 
 
 def test_decoder_detects_truncated_escapes(codec):
@@ -193,15 +195,16 @@ def test_decoder_detects_truncated_escapes(codec):
     y_table = np.zeros((m.config.m, 4, 4), np.int64)
     y = np.zeros(y_table.shape, np.int64)
     y[0, 0, 0] = -(10**7)
-    stream, escapes = entropy.encode(m.z_coder, z, m.y_coder, y, y_table)
+    stream, escapes = entropy.encode(m.z_coder, z, m.y_coder, [(y, y_table)])
     dec = StreamDecoder(stream, escapes[:-1])
     dec.z(m.z_coder, z.shape)
     with pytest.raises(CorruptFileError):
         dec.y(m.y_coder, y_table)
     dec = StreamDecoder(stream, escapes + b"\x00")
     dec.z(m.z_coder, z.shape)
+    dec.y(m.y_coder, y_table)
     with pytest.raises(CorruptFileError):
-        dec.y(m.y_coder, y_table)
+        dec.finish()
 
 
 def test_stream_length_not_multiple_of_four():

@@ -90,7 +90,7 @@ def test_ddp_with_two_gloo_processes(data, tmp_path):
 def test_pack_fits_the_budget_and_trains(data, tmp_path):
     packed = tmp_path / "packed"
     main(["--data", str(data), "--pack", str(packed), "--pack-mib", "0.02", "--val-images", "1"])
-    photos = sorted((packed / "train").glob("*.jpg"))
+    photos = sorted((packed / "train").glob("*.avif"))
     assert len(photos) == 3 and sum(p.stat().st_size for p in photos) <= 0.02 * 2**20
     assert [p.name for p in (packed / "kodak").iterdir()] == ["0.png"]
     main(["--run-dir", str(tmp_path / "run"), "--data", str(packed), "--steps", "1", *TINY])
@@ -115,7 +115,7 @@ def test_bf16_autocast_keeps_the_prior_and_rate_in_float32(data):
 
 def test_checkerboard_context_starts_as_the_hyperprior_and_learns(data, tmp_path):
     """The context's correction starts at zero (so the rate equals the plain hyperprior's with the
-    same weights), it receives a gradient, and export refuses it until its integer path exists."""
+    same weights), it receives a gradient, and a trained context model exports and codes."""
     from vaecodec.model import ModelConfig, VAEModel
     from vaecodec.prior import checkerboard_anchors
 
@@ -136,5 +136,14 @@ def test_checkerboard_context_starts_as_the_hyperprior_and_learns(data, tmp_path
 
     main(["--run-dir", str(tmp_path / "run"), "--data", str(data), "--steps", "2", "--context",
           "checkerboard", *TINY])
-    with pytest.raises(SystemExit, match="cannot export a model with the checkerboard context"):
-        main(["--run-dir", str(tmp_path / "run"), "--export", str(tmp_path / "w.pt")])
+
+    # --init from a plain run with --context adds a context model to its weights
+    main(["--run-dir", str(tmp_path / "plain"), "--data", str(data), "--steps", "1", *TINY])
+    main(["--run-dir", str(tmp_path / "grown"), "--init", str(tmp_path / "plain" / "last.pt"), "--data",
+          str(data), "--steps", "1", "--context", "checkerboard", *TINY])
+    grown = torch.load(tmp_path / "grown" / "last.pt", weights_only=False)
+    assert grown["config"]["context"] == "checkerboard" and "context.ctx.weight" in grown["model"]
+    main(["--run-dir", str(tmp_path / "run"), "--export", str(tmp_path / "w.pt")])
+    codec = Codec(model=str(tmp_path / "w.pt"), device="cpu")
+    assert codec.model.context is not None
+    assert codec.decompress(codec.compress(smooth_image(64, 64), quality=5)).size == (64, 64)

@@ -13,15 +13,18 @@ every entry, escape included, has non-zero probability, so any symbol is encodab
 
 z uses one table per channel (the tabulated factorized density); y uses one table per scale index
 (a zero-mean discretized Gaussian for each of the 64 fixed scales), and its symbols are
-``round(y - mean)`` with the mean from the integer h_s.
+``round(y - mean)`` with the mean from the integer prior.
 
 Streams
 -------
 Symbols are grouped by table and each group is coded with a single ``encode_reverse`` call, which is
 several times faster than coding symbol by symbol with per-symbol models. One ANS stack holds z and
-y: y groups are pushed first and z groups last, so the decoder pops z first, runs h_s on it to learn
-each y symbol's table, then pops the y groups. Within a group, symbols are in raster order
-(channel, row, column) of the latent tensor.
+y: y is pushed first and z last, so the decoder pops z first, runs h_s on it to learn each y
+symbol's table, then pops y. y comes in one or more *parts* that the decoder pops in order: one
+(all of y) for the plain hyperprior; two for the checkerboard context model, the anchors and then
+the rest, whose tables the decoder learns from the decoded anchors. Within a part, symbols are
+grouped by table in ascending order, and in the order the caller gives them within a group (raster
+order, channel, row, column, of the latent tensor).
 
 Values outside a table's range are coded as the escape entry; the actual value goes to a separate
 escape stream (zigzag LEB128 varints) in decode order. So no input, however extreme, can make
@@ -212,24 +215,32 @@ class EscapeReader:
             raise CorruptFileError("escape stream has trailing bytes")
 
 
-def encode(z_coder: TableCoder, z: np.ndarray, y_coder: TableCoder, y: np.ndarray,
-           y_table: np.ndarray) -> tuple[bytes, bytes]:
-    """Code z (C, h, w) with one table per channel and y (M, H, W) with tables ``y_table``.
+def encode(z_coder: TableCoder, z: np.ndarray, y_coder: TableCoder,
+           y_parts: list[tuple[np.ndarray, np.ndarray]]) -> tuple[bytes, bytes]:
+    """Code z (C, h, w) with one table per channel, then the parts of y, each a pair (values,
+    table indices) of equal shapes, in the order the decoder will pop them.
 
     Returns (ANS stream, escape stream).
     """
     z_table = np.broadcast_to(np.arange(z.shape[0])[:, None, None], z.shape).ravel()
-    z_groups, z_esc = z_coder.to_groups(z.ravel(), z_table)
-    y_groups, y_esc = y_coder.to_groups(y.ravel(), y_table.ravel())
+    z_groups, escapes = z_coder.to_groups(z.ravel(), z_table)
+    y_groups = []
+    for values, table in y_parts:
+        groups, part_escapes = y_coder.to_groups(values.ravel(), table.ravel())
+        y_groups.append(groups)
+        escapes += part_escapes
     coder = constriction.stream.stack.AnsCoder()
-    y_coder.push(coder, y_groups)
+    for groups in reversed(y_groups):  # a stack: the last part pushed is the first popped
+        y_coder.push(coder, groups)
     z_coder.push(coder, z_groups)
     words = coder.get_compressed()
-    return words.astype("<u4").tobytes(), write_varints(z_esc + y_esc)
+    return words.astype("<u4").tobytes(), write_varints(escapes)
 
 
 class StreamDecoder:
-    """Decoding side of :func:`encode`, in two steps because y's tables depend on z."""
+    """Decoding side of :func:`encode`, step by step because y's tables depend on z (and, with a
+    context model, a part's tables on the parts before it): :meth:`z`, :meth:`y` once per part,
+    then :meth:`finish`."""
 
     def __init__(self, stream: bytes, escapes: bytes) -> None:
         if len(stream) % 4:
@@ -244,8 +255,11 @@ class StreamDecoder:
         return z_coder.pop(self.decoder, table, self.escapes).reshape(shape)
 
     def y(self, y_coder: TableCoder, y_table: np.ndarray) -> np.ndarray:
-        values = y_coder.pop(self.decoder, y_table.ravel(), self.escapes).reshape(y_table.shape)
+        """The next part of y, whose table indices are ``y_table``."""
+        return y_coder.pop(self.decoder, y_table.ravel(), self.escapes).reshape(y_table.shape)
+
+    def finish(self) -> None:
+        """Refuse a stream with anything left after the last symbol."""
         if not self.decoder.is_empty():
             raise CorruptFileError("ANS stream has data left after the last symbol")
         self.escapes.finish()
-        return values

@@ -47,6 +47,8 @@ WEIGHT_BITS = 15  # largest |W_int| in a layer is below 2**15
 Z_CLAMP = 4096  # h_s sees z symbols clamped to [-4096, 4096] (symbols themselves are coded exactly)
 MEAN_CLAMP = 2**20
 EXACT_LIMIT = 2**53
+CTX_Y_MAX = 1024.0  # the checkerboard context sees decoded anchors clamped to +-1024 ...
+CTX_FEATURE_MAX = 256.0  # ... and clamps its context features to +-256
 
 
 def scale_of_index(t: torch.Tensor) -> torch.Tensor:
@@ -112,38 +114,44 @@ class HyperSynthesis(nn.Module):
     @torch.no_grad()
     def to_integer(self) -> IntegerHyperSynthesis:
         """Post-training quantization into the exact integer network used for coding."""
-        weights, biases, shifts = [], [], []
-        frac_in = 0  # z symbols are integers
+        layers, frac_in = [], 0  # z symbols are integers
         for i, (layer, (_kind, _cin, cout, _k, _s)) in enumerate(zip(self.layers, self.spec, strict=True)):
-            last = i == len(self.layers) - 1
-            w = layer.weight.detach().double().cpu()
-            b = layer.bias.detach().double().cpu()
-            frac_w = WEIGHT_BITS - math.ceil(math.log2(float(w.abs().max()) + 1e-12))
-            frac_w = max(frac_w, ACT_FRAC_BITS - frac_in, MEAN_FRAC_BITS - frac_in)  # shifts >= 0
-            w_int = torch.round(w * 2.0**frac_w)
-            b_int = torch.round(b * 2.0 ** (frac_w + frac_in))
-            if last:
-                # mean channels keep MEAN_FRAC_BITS, scale-index channels are plain integers
-                shift = [frac_w + frac_in - MEAN_FRAC_BITS] * self.m + [frac_w + frac_in] * self.m
-            else:
-                shift = [frac_w + frac_in - ACT_FRAC_BITS] * cout
-            weights.append(w_int.to(torch.int64))
-            biases.append(b_int.to(torch.int64))
-            shifts.append(torch.tensor(shift, dtype=torch.int64))
+            # the last layer's mean channels keep MEAN_FRAC_BITS, its scale indices are integers
+            frac_out = [MEAN_FRAC_BITS] * self.m + [0] * self.m if i == len(self.layers) - 1 \
+                else [ACT_FRAC_BITS] * cout
+            layers.append(quantize_layer(layer, frac_in, frac_out))
             frac_in = ACT_FRAC_BITS
-        return IntegerHyperSynthesis(self.spec, weights, biases, shifts)
+        return IntegerHyperSynthesis(self.spec, *zip(*layers, strict=True))
 
 
-class IntegerHyperSynthesis(nn.Module):
-    """Exact integer h_s: integer z symbols -> (mean_int, scale_index), bit-identical on any device.
+def quantize_layer(layer: nn.Module, frac_in: int, frac_out: list[int]
+                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(integer weights, biases, per-channel shifts) of a float layer whose input carries
+    ``frac_in`` fractional bits and whose output channel c is to carry ``frac_out[c]``: weights get
+    the most fractional bits that keep them below 2**WEIGHT_BITS (more if a shift would be
+    negative), the bias is scaled like the accumulator."""
+    w = layer.weight.detach().double().cpu()
+    b = layer.bias.detach().double().cpu()
+    frac_w = WEIGHT_BITS - math.ceil(math.log2(float(w.abs().max()) + 1e-12))
+    frac_w = max(frac_w, max(frac_out) - frac_in)  # shifts >= 0
+    w_int = torch.round(w * 2.0**frac_w).to(torch.int64)
+    b_int = torch.round(b * 2.0 ** (frac_w + frac_in)).to(torch.int64)
+    return w_int, b_int, torch.tensor([frac_w + frac_in - f for f in frac_out], dtype=torch.int64)
 
-    ``mean = mean_int / 2**MEAN_FRAC_BITS``; ``scale_index`` is in [0, NUM_SCALES).
+
+class IntegerNetwork(nn.Module):
+    """Exact integer layers (``spec``: (kind, in, out, kernel, stride) per layer) with buffers
+    ``w{i}``, ``b{i}``, ``s{i}``; each layer computes ``floor((W * x + b) / 2**s + 1/2)`` in float64.
+
+    Subclasses give the bound of each layer's input (``input_bounds``), from which the constructor
+    proves that no accumulator can reach 2**53, and the forward pass that wires the layers.
     """
+
+    input_bounds: list[int]
 
     def __init__(self, spec, weights, biases, shifts) -> None:
         super().__init__()
         self.spec = spec
-        self.m = spec[-1][2] // 2
         for i, (w, b, s) in enumerate(zip(weights, biases, shifts, strict=True)):
             self.register_buffer(f"w{i}", w.to(torch.int64))
             self.register_buffer(f"b{i}", b.to(torch.int64))
@@ -155,32 +163,54 @@ class IntegerHyperSynthesis(nn.Module):
 
     def check_exact(self) -> None:
         """Static proof that no accumulator can reach 2**53, whatever the input."""
-        bound_in = Z_CLAMP
-        for i, (kind, _cin, _cout, _k, _s) in enumerate(self.spec):
+        for i, ((kind, _cin, _cout, _k, _s), bound_in) in enumerate(zip(self.spec, self.input_bounds,
+                                                                            strict=True)):
             w, b, _ = self.params(i)
             out_dim = 1 if kind == "deconv" else 0  # deconv weights are (in, out, k, k)
             fan = w.abs().sum(dim=[d for d in range(4) if d != out_dim])
             worst = int((fan * bound_in + b.abs()).max())
             if worst >= EXACT_LIMIT:
-                raise ValueError(f"h_s layer {i}: accumulator bound {worst} is not exact in float64")
-            bound_in = ACT_MAX_INT
+                raise ValueError(f"{type(self).__name__} layer {i}: accumulator bound {worst} is not "
+                                 "exact in float64")
+
+    def layer(self, i: int, x: torch.Tensor) -> torch.Tensor:
+        """Layer i on float64 x holding integers. cuDNN must be off (see the module docstring)."""
+        kind, _cin, _cout, k, s = self.spec[i]
+        w, b, shift = self.params(i)
+        acc = _apply(kind, x, w.to(x.device, torch.float64), b.to(x.device, torch.float64), k, s)
+        return torch.floor(acc * torch.exp2(-shift.to(x.device, torch.float64))[None, :, None, None] + 0.5)
+
+
+class IntegerHyperSynthesis(IntegerNetwork):
+    """Exact integer h_s: integer z symbols -> (mean_int, scale_index), bit-identical on any device.
+
+    ``mean = mean_int / 2**MEAN_FRAC_BITS``; ``scale_index`` is in [0, NUM_SCALES).
+    """
+
+    input_bounds = [Z_CLAMP, ACT_MAX_INT, ACT_MAX_INT]
+
+    def __init__(self, spec, weights, biases, shifts) -> None:
+        self.m = spec[-1][2] // 2
+        super().__init__(spec, weights, biases, shifts)
 
     def forward(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """z: integer tensor (B, N, h, w). Returns int64 (mean_int, scale_index), (B, M, 4h, 4w)."""
-        ctx = torch.backends.cudnn.flags(enabled=False)
-        with ctx, torch.no_grad():
+        with torch.backends.cudnn.flags(enabled=False), torch.no_grad():
             x = z.to(torch.float64).clamp(-Z_CLAMP, Z_CLAMP)
-            for i, (kind, _cin, _cout, k, s) in enumerate(self.spec):
-                w, b, shift = self.params(i)
-                w, b = w.to(x.device, torch.float64), b.to(x.device, torch.float64)
-                acc = _apply(kind, x, w, b, k, s)
-                scale = torch.exp2(-shift.to(x.device, torch.float64))[None, :, None, None]
-                x = torch.floor(acc * scale + 0.5)
+            for i in range(len(self.spec)):
+                x = self.layer(i, x)
                 if i < len(self.spec) - 1:
                     x = x.clamp(0, ACT_MAX_INT)
         mean = x[:, : self.m].clamp(-MEAN_CLAMP, MEAN_CLAMP).to(torch.int64)
         index = x[:, self.m :].clamp(0, NUM_SCALES - 1).to(torch.int64)
         return mean, index
+
+
+def _ctx_layers(m: int) -> list[tuple[str, int, int, int, int]]:
+    """(kind, in, out, kernel, stride) of the checkerboard context: the 5x5 context convolution,
+    then the three 1x1 layers over [context features, mean, scale index]."""
+    return [("conv", m, m, 5, 1), ("conv", 3 * m, 2 * m, 1, 1), ("conv", 2 * m, 2 * m, 1, 1),
+            ("conv", 2 * m, 2 * m, 1, 1)]
 
 
 def checkerboard_anchors(height: int, width: int, device: torch.device | str = "cpu") -> torch.Tensor:
@@ -192,37 +222,98 @@ def checkerboard_anchors(height: int, width: int, device: torch.device | str = "
 
 class CheckerboardContext(nn.Module):
     """Checkerboard context model (He et al. 2021, "Checkerboard context model for efficient learned
-    image compression"), in training form only: half of y (the anchors) is coded with h_s's
-    parameters as now; the other half gets parameters refined from its decoded anchor neighbours.
+    image compression"): half of y (the anchors) is coded with h_s's parameters as before; the other
+    half gets parameters refined from its decoded anchor neighbours. Decoding is two passes:
+    anchors, then the rest.
 
     ``ctx`` is a 5x5 convolution over the decoded anchors (zero elsewhere, so no kernel mask is
-    needed); ``params`` maps [ctx features, h_s mean, h_s scale index] through 1x1 layers with the
-    same clipped activations as h_s to a correction of (mean, scale index), whose last layer starts
-    at zero so training starts from the plain hyperprior. The structure (convolutions over values
-    with 8 fractional bits, clipped activations) is the one the integer h_s uses, so an exact
-    integer export is possible; it is not written yet, and :func:`vaecodec.weights.export_model`
-    refuses context models until it is. Decoding would be two passes: anchors, then the rest.
+    needed) to M features (He et al. use 2M; M halves the context's weights, 1.4 M parameters at
+    M=192, so that a model with it fits the 40 MB the shipped weights may take in all). ``params``
+    maps [ctx features, h_s mean, h_s scale index] through 1x1 layers with the same clipped
+    activations as h_s to a correction of (mean, scale index), whose last layer starts at zero so
+    training starts from the plain hyperprior. For coding it is exported, like h_s, as an exact
+    integer network (:meth:`to_integer`).
     """
 
     def __init__(self, m: int) -> None:
         super().__init__()
         self.m = m
-        self.ctx = nn.Conv2d(m, 2 * m, 5, padding=2)
-        self.params = nn.ModuleList([nn.Conv2d(4 * m, 2 * m, 1), nn.Conv2d(2 * m, 2 * m, 1),
-                                     nn.Conv2d(2 * m, 2 * m, 1)])
+        convs = [nn.Conv2d(cin, cout, k, padding=k // 2) for _kind, cin, cout, k, _s in _ctx_layers(m)]
+        self.ctx = convs[0]
+        self.params = nn.ModuleList(convs[1:])
         with torch.no_grad():
             self.params[-1].weight.zero_()
             self.params[-1].bias.zero_()
 
     def forward(self, y_hat_anchors: torch.Tensor, mean: torch.Tensor, t: torch.Tensor
                 ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Refined (mean, scale index) for every position; the caller keeps them at non-anchors."""
-        x = torch.cat([self.ctx(y_hat_anchors), mean, t], dim=1)
+        """Refined (mean, scale index) for every position; the caller keeps them at non-anchors.
+
+        Every input and the context features are clamped to the ranges the integer network can hold
+        (see ``CTX_Y_MAX``): the clamps almost never act, but they make the float network the exact
+        function the integer one approximates.
+        """
+        ctx = self.ctx(y_hat_anchors.clamp(-CTX_Y_MAX, CTX_Y_MAX)).clamp(-CTX_FEATURE_MAX, CTX_FEATURE_MAX)
+        mean_in = mean.clamp(-MEAN_CLAMP / 2**MEAN_FRAC_BITS, MEAN_CLAMP / 2**MEAN_FRAC_BITS)
+        x = torch.cat([ctx, mean_in, t.clamp(0, NUM_SCALES - 1)], dim=1)
         for i, layer in enumerate(self.params):
             x = layer(x)
             if i < len(self.params) - 1:
                 x = x.clamp(0, ACT_MAX)
         return mean + x[:, : self.m], t + x[:, self.m :]
+
+
+    @torch.no_grad()
+    def to_integer(self) -> IntegerCheckerboardContext:
+        """Post-training quantization into the exact integer network used for coding: every input
+        and every activation carries MEAN_FRAC_BITS (= ACT_FRAC_BITS) fractional bits, and so do
+        both halves of the output, the mean correction and the scale-index correction."""
+        layers = [quantize_layer(layer, MEAN_FRAC_BITS, [MEAN_FRAC_BITS] * layer.out_channels)
+                  for layer in (self.ctx, *self.params)]
+        return IntegerCheckerboardContext(_ctx_layers(self.m), *zip(*layers, strict=True))
+
+
+class IntegerCheckerboardContext(IntegerNetwork):
+    """Exact integer form of :class:`CheckerboardContext`: decoded anchors and h_s's integer
+    (mean, scale index) -> (mean, scale index) of every position (the caller keeps them at the
+    non-anchors), bit-identical on any device.
+
+    The decoded anchors enter as ``y_sym * 2**MEAN_FRAC_BITS + mean_int`` (exactly the value the
+    decoder reconstructs, in fixed point), zero at non-anchors; the scale index enters with the
+    same 8 fractional bits, so the first 1x1 layer sees one fixed-point format throughout.
+    """
+
+    def __init__(self, spec, weights, biases, shifts) -> None:
+        self.m = spec[0][1]
+        frac = 2**MEAN_FRAC_BITS
+        self.input_bounds = [int(CTX_Y_MAX * frac), max(int(CTX_FEATURE_MAX * frac), MEAN_CLAMP,
+                                                        (NUM_SCALES - 1) * frac), ACT_MAX_INT, ACT_MAX_INT]
+        super().__init__(spec, weights, biases, shifts)
+
+    def forward(self, y_sym: torch.Tensor, mean: torch.Tensor, index: torch.Tensor
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+        """y_sym: the y symbols ``round(y - mean)``, read at the anchors only (all the decoder knows
+        at this point); mean, index: h_s's. All int64 (B, M, H, W). Returns the (mean_int,
+        scale_index) of every position: h_s's at the anchors, the context's elsewhere."""
+        frac = 2**MEAN_FRAC_BITS
+        anchors = checkerboard_anchors(*y_sym.shape[2:], device=y_sym.device)
+        with torch.backends.cudnn.flags(enabled=False), torch.no_grad():
+            mean_f, index_f = mean.to(torch.float64), index.to(torch.float64)
+            # y_sym is clamped first only so that the fixed-point value cannot overflow: beyond 2**21
+            # the sum is clamped to the same bound either way
+            y = y_sym.clamp(-(2**21), 2**21).to(torch.float64) * frac + mean_f
+            y = torch.where(anchors, y.clamp(-CTX_Y_MAX * frac, CTX_Y_MAX * frac), 0.0)
+            ctx = self.layer(0, y).clamp(-CTX_FEATURE_MAX * frac, CTX_FEATURE_MAX * frac)
+            x = torch.cat([ctx, mean_f.clamp(-MEAN_CLAMP, MEAN_CLAMP), index_f * frac], dim=1)
+            for i in range(1, len(self.spec)):
+                x = self.layer(i, x)
+                if i < len(self.spec) - 1:
+                    x = x.clamp(0, ACT_MAX_INT)
+            refined = (mean_f + x[:, : self.m]).clamp(-MEAN_CLAMP, MEAN_CLAMP)
+            refined_index = torch.floor((index_f * frac + x[:, self.m :]) / frac + 0.5)
+            refined_index = refined_index.clamp(0, NUM_SCALES - 1)
+        return (torch.where(anchors, mean, refined.to(torch.int64)),
+                torch.where(anchors, index, refined_index.to(torch.int64)))
 
 
 class FactorizedDensity(nn.Module):

@@ -4,12 +4,20 @@ A weights file (``weights/<name>.pt``, loaded with ``torch.load(weights_only=Tru
 
 * ``config``: architecture (n, m) and the per-level lambdas;
 * the float g_a, g_s, h_a and quality-gain tensors;
-* the exported *integer* h_s (``hs.*``: int64 weights, biases, shifts);
+* the exported *integer* h_s (``hs.*``: weights, biases, shifts) and, for models with the
+  checkerboard context, the integer context network (``ctx.*``, the same layout);
 * the integer PMF tables for z (one per channel) and y (one per scale index).
 
 Everything that decides a probability is an integer in this file. The model id written into every
 .vaez is the first 8 bytes of a SHA-256 over the config and all tensors (names, dtypes, shapes and
-bytes), so re-saving the same weights keeps the id, and any change to them changes it.
+bytes) in their *canonical* dtypes (float32 for floats, int32 for the h_s weights, int64 for the
+other integers), so re-saving the same values keeps the id, and any change to them changes it.
+
+Stored dtypes are the smallest that hold the values exactly: float16 for float tensors whose every
+value is a float16 (weights trained in bfloat16/float16 and brought back as float16 are), int16 for
+the h_s weights (below 2**15 by construction). That halves a GPU-trained model's file; since the id
+is taken over the canonical dtypes, a file re-stored this way keeps its id, and every .vaez made with
+it still decodes to the same pixels.
 """
 
 from __future__ import annotations
@@ -27,7 +35,14 @@ from torch import nn
 
 from .entropy import TableCoder, TableSet, quantize_pmf
 from .model import ModelConfig, VAEModel, load_checkpoint
-from .prior import HyperAnalysis, IntegerHyperSynthesis, _hs_layers, scale_table
+from .prior import (
+    HyperAnalysis,
+    IntegerCheckerboardContext,
+    IntegerHyperSynthesis,
+    _ctx_layers,
+    _hs_layers,
+    scale_table,
+)
 from .transforms import AnalysisTransform, QualityGains, SynthesisTransform
 
 DEFAULT_MODEL = "hp128-v2"
@@ -35,6 +50,7 @@ FILE_KIND = "vaecodec-weights"
 Z_TABLE_RADIUS = 128  # z tables are tabulated over at most [-128, 128] before trimming
 TAIL_TRIM = 2.0**-26  # bins whose cumulative mass from either end is below this go to the escape
 Y_TABLE_SIGMAS = 7.0  # y tables cover mean +- 7 sigma (at least +-1)
+INT_WEIGHTS = ("hs.w", "ctx.w")  # integer-network weights: canonical int32, stored int16
 
 
 def weights_dir() -> Path:
@@ -52,7 +68,29 @@ def available_models() -> dict[str, Path]:
     return {p.stem: p for p in sorted(weights_dir().glob("*.pt"))}
 
 
+def canonical(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The tensors in the dtypes the model id is defined over (see the module docstring)."""
+    def dtype(name: str, t: torch.Tensor) -> torch.dtype:
+        if t.is_floating_point():
+            return torch.float32
+        return torch.int32 if name.startswith(INT_WEIGHTS) else torch.int64
+    return {k: v.to(dtype(k, v)) for k, v in tensors.items()}
+
+
+def compact(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The tensors in the smallest dtypes that hold their values exactly, for storage."""
+    out = {}
+    for k, v in tensors.items():
+        if v.is_floating_point() and torch.equal(v.half().to(v.dtype), v):
+            v = v.half()
+        elif k.startswith(INT_WEIGHTS) and int(v.abs().max()) < 2**15:
+            v = v.to(torch.int16)
+        out[k] = v
+    return out
+
+
 def model_id_of(config: dict, tensors: dict[str, torch.Tensor]) -> bytes:
+    """Id of canonical tensors (:func:`canonical`)."""
     h = hashlib.sha256(json.dumps(config, sort_keys=True).encode())
     for name in sorted(tensors):
         t = tensors[name].contiguous().cpu()
@@ -75,10 +113,12 @@ class LoadedModel:
     h_s: IntegerHyperSynthesis
     z_coder: TableCoder
     y_coder: TableCoder
+    context: IntegerCheckerboardContext | None = None  # the checkerboard context, when the model has one
 
     def to(self, device: torch.device) -> LoadedModel:
-        for module in (self.g_a, self.g_s, self.h_a, self.gains, self.h_s):
-            module.to(device)
+        for module in (self.g_a, self.g_s, self.h_a, self.gains, self.h_s, self.context):
+            if module is not None:
+                module.to(device)
         # channels_last weights make oneDNN pick faster convolutions for the float transforms (Kodak
         # image, 1 thread: g_a 0.42 -> 0.33 s, g_s 0.58 -> 0.38 s); h_s is integer-exact whatever
         # the layout, and nothing else here is a convolution worth it
@@ -130,26 +170,29 @@ def y_tables() -> TableSet:
 
 def export_model(model: VAEModel, path: Path) -> bytes:
     """Write a trained model as a shipped weights file; returns its model id."""
-    if model.context is not None:
-        raise ValueError(f"cannot export a model with the {model.config.context} context model yet: "
-                         "its integer parameter network and two-pass coding are not written")
     model = model.cpu().eval()
     tensors: dict[str, torch.Tensor] = {}
     for part in ("g_a", "g_s", "h_a", "gains"):
         for k, v in getattr(model, part).state_dict().items():
             tensors[f"{part}.{k}"] = v.detach().float().clone()
     for k, v in model.h_s.to_integer().state_dict().items():
-        # weights fit in 16 bits (WEIGHT_BITS); int32 halves the file against int64
-        tensors[f"hs.{k}"] = v.to(torch.int32) if k.startswith("w") else v.clone()
+        tensors[f"hs.{k}"] = v.clone()
+    if model.context is not None:
+        for k, v in model.context.to_integer().state_dict().items():
+            tensors[f"ctx.{k}"] = v.clone()
     tensors.update(_tables_to_tensors("z_tables", z_tables(model)))
     tensors.update(_tables_to_tensors("y_tables", y_tables()))
-    config = model.config.to_dict()
-    blob = {"kind": FILE_KIND, "config": config, "tensors": tensors}
+    return save_weights(model.config.to_dict(), canonical(tensors), path)
+
+
+def save_weights(config: dict, tensors: dict[str, torch.Tensor], path: Path) -> bytes:
+    """Write a weights file (atomically, tensors stored :func:`compact`); returns its model id."""
+    blob = {"kind": FILE_KIND, "config": config, "tensors": compact(tensors)}
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
     torch.save(blob, tmp)
     os.replace(tmp, path)
-    return model_id_of(config, tensors)
+    return model_id_of(config, canonical(tensors))
 
 
 def export_checkpoint(ckpt_path: Path, out: Path) -> None:
@@ -168,7 +211,7 @@ def load_model(path: Path) -> LoadedModel:
         raise ValueError(f"cannot read weights {path}: {exc}") from None
     if not isinstance(blob, dict) or blob.get("kind") != FILE_KIND:
         raise ValueError(f"{path} is not a vaecodec weights file")
-    config_dict, tensors = blob["config"], blob["tensors"]
+    config_dict, tensors = blob["config"], canonical(blob["tensors"])
     config = ModelConfig(**config_dict)
     n, m = config.n, config.m
 
@@ -176,9 +219,12 @@ def load_model(path: Path) -> LoadedModel:
         module.load_state_dict(_sub(tensors, prefix))
         return module.eval().requires_grad_(False)
 
-    hs = _sub(tensors, "hs")
-    layers = _hs_layers(n, m)
-    h_s = IntegerHyperSynthesis(layers, *([hs[f"{c}{i}"] for i in range(len(layers))] for c in "wbs"))
+    def integer(cls: type, prefix: str, layers: list) -> nn.Module:
+        sub = _sub(tensors, prefix)
+        return cls(layers, *([sub[f"{c}{i}"] for i in range(len(layers))] for c in "wbs"))
+
+    context = integer(IntegerCheckerboardContext, "ctx", _ctx_layers(m)) \
+        if config.context == "checkerboard" else None
     return LoadedModel(
         name=path.stem,
         model_id=model_id_of(config_dict, tensors),
@@ -187,7 +233,8 @@ def load_model(path: Path) -> LoadedModel:
         g_s=build(SynthesisTransform(n, m), "g_s"),
         h_a=build(HyperAnalysis(n, m), "h_a"),
         gains=build(QualityGains(m, config.lambdas), "gains"),
-        h_s=h_s,
+        h_s=integer(IntegerHyperSynthesis, "hs", _hs_layers(n, m)),
         z_coder=TableCoder(_tables_from_tensors("z_tables", tensors)),
         y_coder=TableCoder(_tables_from_tensors("y_tables", tensors)),
+        context=context,
     )

@@ -1,0 +1,128 @@
+"""The checkerboard context model's coding path: integer context network, two-part y stream.
+
+A tiny random model with a non-zero context network (a trained one starts with its last layer at
+zero, which would leave the path untested) is exported and used through the real Codec.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from vaecodec import Codec, container, image
+from vaecodec.errors import CorruptFileError
+from vaecodec.model import ModelConfig, VAEModel
+from vaecodec.prior import MEAN_FRAC_BITS, checkerboard_anchors
+from vaecodec.weights import export_model, load_model
+
+
+@pytest.fixture(scope="module")
+def context_model(tmp_path_factory) -> VAEModel:
+    torch.manual_seed(3)
+    model = VAEModel(ModelConfig(n=8, m=16, context="checkerboard")).eval()
+    with torch.no_grad():
+        last = model.context.params[-1]
+        last.weight.normal_(0, 0.3)
+        last.bias.normal_(0, 2.0)
+    return model
+
+
+@pytest.fixture(scope="module")
+def ctx_codec(context_model, tmp_path_factory) -> Codec:
+    path = tmp_path_factory.mktemp("ctx") / "ctx.pt"
+    export_model(context_model, path)
+    return Codec(model=str(path), device="cpu")
+
+
+def test_export_is_deterministic_and_compact(ctx_codec, context_model, tmp_path):
+    m = ctx_codec.model
+    assert m.context is not None and m.config.context == "checkerboard"
+    again = tmp_path / "again.pt"
+    assert export_model(context_model, again) == m.model_id
+    assert load_model(again).model_id == m.model_id
+    assert torch.load(again, weights_only=True)["tensors"]["ctx.w0"].dtype == torch.int16
+
+
+def test_round_trip_and_decoder_sees_the_encoder_integers(ctx_codec, make_image):
+    img = make_image(72, 100, seed=4)
+    for quality in (2.0, 7.5):
+        data = ctx_codec.compress(img, quality)
+        out = ctx_codec.decompress(data)
+        assert out.size == (100, 72)
+        z, y, index = ctx_codec.symbols([image.load(img)], quality)
+        dec = ctx_codec.decode_integers(data)
+        assert np.array_equal(dec["z"], z[0])
+        assert np.array_equal(dec["y"], y[0])
+        assert np.array_equal(dec["index"], index[0])
+
+
+def test_context_refines_only_the_non_anchors(ctx_codec, make_image):
+    """The anchors keep h_s's (mean, index); the context network changes the others."""
+    data = ctx_codec.compress(make_image(64, 64, seed=5), 6.0)
+    dec = ctx_codec.decode_integers(data)
+    m = ctx_codec.model
+    mean_hs, index_hs = m.h_s(torch.from_numpy(dec["z"])[None])
+    anchors = checkerboard_anchors(*dec["y"].shape[1:])[0].expand(dec["y"].shape).numpy()
+    assert np.array_equal(dec["index"][anchors], index_hs[0].numpy()[anchors])
+    assert np.array_equal(dec["mean"][anchors], mean_hs[0].numpy()[anchors])
+    assert (dec["mean"][~anchors] != mean_hs[0].numpy()[~anchors]).mean() > 0.5
+    assert (dec["index"][~anchors] != index_hs[0].numpy()[~anchors]).any()
+
+
+def test_non_anchor_parameters_do_not_depend_on_non_anchor_symbols(ctx_codec):
+    """What the decoder cannot know yet (non-anchor symbols) must not reach the context network."""
+    m = ctx_codec.model
+    rng = np.random.default_rng(0)
+    shape = (1, m.config.m, 6, 8)
+    y = torch.from_numpy(rng.integers(-5, 6, shape))
+    mean = torch.from_numpy(rng.integers(-2000, 2000, shape))
+    index = torch.from_numpy(rng.integers(0, 64, shape))
+    anchors = checkerboard_anchors(6, 8)
+    scrambled = torch.where(anchors, y, torch.from_numpy(rng.integers(-10**6, 10**6, shape)))
+    a, b = m.context(y, mean, index), m.context(scrambled, mean, index)
+    assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
+
+
+def test_integer_context_follows_the_float_one(context_model):
+    """The exported network computes what the trained one does, to within its fixed-point steps."""
+    float_ctx, int_ctx = context_model.context, context_model.context.to_integer()
+    rng = np.random.default_rng(1)
+    shape = (1, 16, 8, 8)
+    y = torch.from_numpy(rng.integers(-6, 7, shape))
+    mean_int = torch.from_numpy(rng.integers(-1500, 1500, shape))
+    index = torch.from_numpy(rng.integers(5, 60, shape))
+    mean_c, index_c = int_ctx(y, mean_int, index)
+    anchors = checkerboard_anchors(8, 8)
+    mean = mean_int.double() / 2**MEAN_FRAC_BITS
+    y_hat = ((y + mean) * anchors).float()
+    with torch.no_grad():
+        f_mean, f_t = float_ctx(y_hat, mean.float(), index.float())
+    err_mean = (mean_c.double() / 2**MEAN_FRAC_BITS - f_mean.double())[~anchors.expand(shape)]
+    err_index = (index_c.double() - f_t.double().clamp(0, 63))[~anchors.expand(shape)]
+    assert err_mean.abs().max() < 0.02
+    assert err_index.abs().max() <= 0.5 + 0.02
+
+
+def test_thread_count_and_batching_do_not_change_the_integers(ctx_codec, make_image):
+    data = ctx_codec.compress(make_image(64, 128, seed=6), 5.0)
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = ctx_codec.decode_integers(data)
+        torch.set_num_threads(max(2, threads))
+        many = ctx_codec.decode_integers(data)
+    finally:
+        torch.set_num_threads(threads)
+    assert all(np.array_equal(one[k], many[k]) for k in one)
+    batch = ctx_codec.compress_batch([make_image(64, 128, seed=6), make_image(64, 128, seed=7)], 5.0,
+                                     batch_size=2)
+    assert batch[0] == data
+
+
+def test_the_decoder_checks_the_stream_after_the_second_part(ctx_codec, make_image):
+    header, payload = container.unpack(ctx_codec.compress(make_image(64, 64, seed=8), 8.0))
+    extra = container.pack(header, container.Payload(payload.stream, payload.escapes + b"\x00",
+                                                     payload.alpha))
+    with pytest.raises(CorruptFileError, match="trailing"):
+        ctx_codec.decompress(extra)
