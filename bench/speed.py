@@ -45,7 +45,7 @@ from bench.common import DEFAULT_DATA, ROOT, environment, image_files, load_rgb
 from bench.peers import all_peers
 from vaecodec import Codec, entropy, image
 
-STAGES = ("image I/O", "transforms g_a/g_s", "prior h_a/h_s", "entropy coding", "other")
+STAGES = ("image I/O", "transforms g_a/g_s", "prior h_a/h_s (+ context)", "entropy coding", "other")
 
 
 class Laps:
@@ -102,6 +102,8 @@ def stage_timer(codec: Codec) -> Iterator[StageClock]:
     targets = [(m, "g_a", nets), (m, "g_s", nets), (m, "h_a", prior), (m, "h_s", prior),
                (entropy, "encode", coding), (dec, "__init__", coding), (dec, "z", coding),
                (dec, "y", coding), (image, "load", io_), (image, "to_pil", io_)]
+    if m.context is not None:  # the checkerboard context network is part of the prior
+        targets.append((m, "context", prior))
     saved = [(obj, name, getattr(obj, name)) for obj, name, _ in targets]
     try:
         for obj, name, stage in targets:

@@ -6,12 +6,14 @@ zero, which would leave the path untested) is exported and used through the real
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
 
 from vaecodec import Codec, container, image
-from vaecodec.errors import CorruptFileError
+from vaecodec.errors import CorruptFileError, VaecodecError
 from vaecodec.model import ModelConfig, VAEModel
 from vaecodec.prior import MEAN_FRAC_BITS, checkerboard_anchors
 from vaecodec.weights import export_model, load_model
@@ -29,10 +31,15 @@ def context_model(tmp_path_factory) -> VAEModel:
 
 
 @pytest.fixture(scope="module")
-def ctx_codec(context_model, tmp_path_factory) -> Codec:
+def ctx_weights(context_model, tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("ctx") / "ctx.pt"
     export_model(context_model, path)
-    return Codec(model=str(path), device="cpu")
+    return path
+
+
+@pytest.fixture(scope="module")
+def ctx_codec(ctx_weights) -> Codec:
+    return Codec(model=str(ctx_weights), device="cpu")
 
 
 def test_export_is_deterministic_and_compact(ctx_codec, context_model, tmp_path):
@@ -42,6 +49,14 @@ def test_export_is_deterministic_and_compact(ctx_codec, context_model, tmp_path)
     assert export_model(context_model, again) == m.model_id
     assert load_model(again).model_id == m.model_id
     assert torch.load(again, weights_only=True)["tensors"]["ctx.w0"].dtype == torch.int16
+
+
+def test_a_damaged_weights_file_is_refused_with_one_line(ctx_weights, tmp_path):
+    blob = torch.load(ctx_weights, weights_only=True)
+    del blob["tensors"]["ctx.w1"]
+    torch.save(blob, tmp_path / "damaged.pt")
+    with pytest.raises(VaecodecError, match="damaged vaecodec weights file"):
+        Codec(model=str(tmp_path / "damaged.pt"), device="cpu")
 
 
 def test_round_trip_and_decoder_sees_the_encoder_integers(ctx_codec, make_image):
@@ -82,6 +97,20 @@ def test_non_anchor_parameters_do_not_depend_on_non_anchor_symbols(ctx_codec):
     scrambled = torch.where(anchors, y, torch.from_numpy(rng.integers(-10**6, 10**6, shape)))
     a, b = m.context(y, mean, index), m.context(scrambled, mean, index)
     assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
+
+
+@pytest.mark.parametrize("height, width", [(4, 4), (6, 10), (12, 8)])
+def test_phase_split_context_layer_equals_the_full_convolution(ctx_codec, height, width):
+    """The context layer computed per phase gives the full 5x5 convolution's integers over the
+    anchors-only input, at every non-anchor, including the borders."""
+    ctx = ctx_codec.model.context
+    rng = np.random.default_rng(height * width)
+    y = torch.from_numpy(rng.integers(-300000, 300000, (2, 16, height, width))).double()
+    anchors = checkerboard_anchors(height, width)
+    full = ctx.layer(0, torch.where(anchors, y, 0.0))
+    assert torch.equal(ctx._context(y), ctx._non_anchors(full))
+    back = ctx._with_non_anchors(torch.zeros_like(full), ctx._non_anchors(full))
+    assert torch.equal(back, torch.where(anchors, 0.0, full))
 
 
 def test_integer_context_follows_the_float_one(context_model):

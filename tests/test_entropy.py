@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from vaecodec import CorruptFileError, container, entropy, image
+from vaecodec import Codec, CorruptFileError, container, entropy, image
 from vaecodec.codec import quality_to_level
 from vaecodec.entropy import TOTAL, EscapeReader, StreamDecoder, TableSet, quantize_pmf, write_varints
 from vaecodec.prior import MEAN_FRAC_BITS, NUM_SCALES
@@ -215,9 +215,17 @@ def test_stream_length_not_multiple_of_four():
 # ---- the decoder sees exactly the encoder's symbols -------------------------------------------
 
 
+@pytest.fixture(scope="module")
+def plain_codec() -> Codec:
+    """A shipped model without a context model, whose one-part y stream this test re-implements
+    (the two-part stream of context models: tests/test_context.py)."""
+    return Codec(model="hp128-v2", device="cpu")
+
+
 @pytest.mark.parametrize("quality", [2.0, 6.25])
-def test_decoded_symbols_equal_encoder_symbols(codec, make_image, quality):
+def test_decoded_symbols_equal_encoder_symbols(plain_codec, make_image, quality):
     """Re-run the encoder path of Codec._compress_group and compare with what the file decodes to."""
+    codec = plain_codec
     m = codec.model
     img = make_image(40, 72, seed=9)
     data = codec.compress(img, quality)

@@ -66,8 +66,8 @@ class ModelConfig:
     n: int = 64  # channels of the hidden layers of g_a/g_s and of z
     m: int = 128  # channels of y
     lambdas: list[float] = field(default_factory=lambda: list(DEFAULT_LAMBDAS))
-    # "checkerboard": a context model on top of the hyperprior (prior.CheckerboardContext); training
-    # only for now, for the ablation in docs/training.md
+    # "checkerboard": a context model on top of the hyperprior (prior.CheckerboardContext), coded in
+    # two passes (codec.py, docs/format.md)
     context: str = "none"
 
     def __post_init__(self) -> None:

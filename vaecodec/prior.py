@@ -178,7 +178,12 @@ class IntegerNetwork(nn.Module):
         kind, _cin, _cout, k, s = self.spec[i]
         w, b, shift = self.params(i)
         acc = _apply(kind, x, w.to(x.device, torch.float64), b.to(x.device, torch.float64), k, s)
-        return torch.floor(acc * torch.exp2(-shift.to(x.device, torch.float64))[None, :, None, None] + 0.5)
+        return self.rescale(i, acc)
+
+    def rescale(self, i: int, acc: torch.Tensor) -> torch.Tensor:
+        """Layer i's accumulator to its output: ``floor(acc / 2**shift + 1/2)``, exact in float64."""
+        shift = self.params(i)[2].to(acc.device, torch.float64)
+        return torch.floor(acc * torch.exp2(-shift)[None, :, None, None] + 0.5)
 
 
 class IntegerHyperSynthesis(IntegerNetwork):
@@ -293,27 +298,67 @@ class IntegerCheckerboardContext(IntegerNetwork):
     def forward(self, y_sym: torch.Tensor, mean: torch.Tensor, index: torch.Tensor
                 ) -> tuple[torch.Tensor, torch.Tensor]:
         """y_sym: the y symbols ``round(y - mean)``, read at the anchors only (all the decoder knows
-        at this point); mean, index: h_s's. All int64 (B, M, H, W). Returns the (mean_int,
-        scale_index) of every position: h_s's at the anchors, the context's elsewhere."""
+        at this point); mean, index: h_s's. All int64 (B, M, H, W), H and W even. Returns the
+        (mean_int, scale_index) of every position: h_s's at the anchors, the context's elsewhere.
+
+        Only the non-anchors are computed, in a (B, C, H/2, W) layout that holds the two non-anchor
+        phases of the grid side by side (:meth:`_non_anchors`); the 1x1 layers do not care where a
+        position sits, and the 5x5 context convolution is split by phase (:meth:`_context`)."""
         frac = 2**MEAN_FRAC_BITS
-        anchors = checkerboard_anchors(*y_sym.shape[2:], device=y_sym.device)
         with torch.backends.cudnn.flags(enabled=False), torch.no_grad():
-            mean_f, index_f = mean.to(torch.float64), index.to(torch.float64)
             # y_sym is clamped first only so that the fixed-point value cannot overflow: beyond 2**21
             # the sum is clamped to the same bound either way
-            y = y_sym.clamp(-(2**21), 2**21).to(torch.float64) * frac + mean_f
-            y = torch.where(anchors, y.clamp(-CTX_Y_MAX * frac, CTX_Y_MAX * frac), 0.0)
-            ctx = self.layer(0, y).clamp(-CTX_FEATURE_MAX * frac, CTX_FEATURE_MAX * frac)
-            x = torch.cat([ctx, mean_f.clamp(-MEAN_CLAMP, MEAN_CLAMP), index_f * frac], dim=1)
+            y = y_sym.clamp(-(2**21), 2**21).to(torch.float64) * frac + mean.to(torch.float64)
+            ctx = self._context(y.clamp(-CTX_Y_MAX * frac, CTX_Y_MAX * frac))
+            mean_n = self._non_anchors(mean).to(torch.float64)
+            index_n = self._non_anchors(index).to(torch.float64)
+            x = torch.cat([ctx.clamp(-CTX_FEATURE_MAX * frac, CTX_FEATURE_MAX * frac),
+                           mean_n.clamp(-MEAN_CLAMP, MEAN_CLAMP), index_n * frac], dim=1)
             for i in range(1, len(self.spec)):
                 x = self.layer(i, x)
                 if i < len(self.spec) - 1:
                     x = x.clamp(0, ACT_MAX_INT)
-            refined = (mean_f + x[:, : self.m]).clamp(-MEAN_CLAMP, MEAN_CLAMP)
-            refined_index = torch.floor((index_f * frac + x[:, self.m :]) / frac + 0.5)
+            refined = (mean_n + x[:, : self.m]).clamp(-MEAN_CLAMP, MEAN_CLAMP)
+            refined_index = torch.floor((index_n * frac + x[:, self.m :]) / frac + 0.5)
             refined_index = refined_index.clamp(0, NUM_SCALES - 1)
-        return (torch.where(anchors, mean, refined.to(torch.int64)),
-                torch.where(anchors, index, refined_index.to(torch.int64)))
+        return (self._with_non_anchors(mean, refined.to(torch.int64)),
+                self._with_non_anchors(index, refined_index.to(torch.int64)))
+
+    @staticmethod
+    def _non_anchors(t: torch.Tensor) -> torch.Tensor:
+        """(B, C, H, W) -> (B, C, H/2, W): the (even row, odd column) positions, then the (odd row,
+        even column) ones, side by side."""
+        return torch.cat([t[..., 0::2, 1::2], t[..., 1::2, 0::2]], dim=-1)
+
+    @staticmethod
+    def _with_non_anchors(full: torch.Tensor, halves: torch.Tensor) -> torch.Tensor:
+        """``full`` with its non-anchor positions replaced by ``halves`` (the inverse layout)."""
+        out = full.clone()
+        half = halves.shape[-1] // 2
+        out[..., 0::2, 1::2] = halves[..., :half]
+        out[..., 1::2, 0::2] = halves[..., half:]
+        return out
+
+    def _context(self, y: torch.Tensor) -> torch.Tensor:
+        """The 5x5 context layer at the non-anchors, from the anchors, in the :meth:`_non_anchors`
+        layout. A non-anchor at (i, j) sees anchors only through the 12 taps with an odd offset
+        sum, so each of its two phases is the sum of two small convolutions, one over each anchor
+        phase (even-even, odd-odd sub-grids) with the taps that reach it: a quarter of the work
+        (and of the im2col memory) of the full convolution over a half-zero input, with the same
+        integer sums (every partial sum is still one of the full layer's, so the 2**53 bound holds).
+        """
+        w, b, _ = self.params(0)
+        w = w.to(y.device, torch.float64)
+        even_odd, odd_even = w[..., 0::2, 1::2], w[..., 1::2, 0::2]  # 3x2 and 2x3 taps
+        even, odd = y[..., 0::2, 0::2], y[..., 1::2, 1::2]  # the two anchor phases
+
+        def conv(x: torch.Tensor, taps: torch.Tensor, pad: tuple[int, int, int, int]) -> torch.Tensor:
+            return F.conv2d(F.pad(x, pad), taps)  # pad: left, right, top, bottom
+
+        at_even_row = conv(even, even_odd, (0, 1, 1, 1)) + conv(odd, odd_even, (1, 1, 1, 0))
+        at_odd_row = conv(even, odd_even, (1, 1, 0, 1)) + conv(odd, even_odd, (1, 0, 1, 1))
+        acc = torch.cat([at_even_row, at_odd_row], dim=-1)
+        return self.rescale(0, acc + b.to(y.device, torch.float64)[None, :, None, None])
 
 
 class FactorizedDensity(nn.Module):

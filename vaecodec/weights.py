@@ -45,7 +45,7 @@ from .prior import (
 )
 from .transforms import AnalysisTransform, QualityGains, SynthesisTransform
 
-DEFAULT_MODEL = "hp128-v2"
+DEFAULT_MODEL = "hp128cb-v3"
 FILE_KIND = "vaecodec-weights"
 Z_TABLE_RADIUS = 128  # z tables are tabulated over at most [-128, 128] before trimming
 TAIL_TRIM = 2.0**-26  # bins whose cumulative mass from either end is below this go to the escape
@@ -211,7 +211,13 @@ def load_model(path: Path) -> LoadedModel:
         raise ValueError(f"cannot read weights {path}: {exc}") from None
     if not isinstance(blob, dict) or blob.get("kind") != FILE_KIND:
         raise ValueError(f"{path} is not a vaecodec weights file")
-    config_dict, tensors = blob["config"], canonical(blob["tensors"])
+    try:
+        return _build(path, blob["config"], canonical(blob["tensors"]))
+    except (KeyError, TypeError, AttributeError, RuntimeError) as exc:  # missing or misshapen tensors
+        raise ValueError(f"{path} is a damaged vaecodec weights file ({type(exc).__name__}: {exc})") from None
+
+
+def _build(path: Path, config_dict: dict, tensors: dict[str, torch.Tensor]) -> LoadedModel:
     config = ModelConfig(**config_dict)
     n, m = config.n, config.m
 
