@@ -7,8 +7,11 @@ models that cannot be exported yet (a context model before its integer path exis
 the training model itself: for every quality level 0..7 and every image, the exact-rounding rate
 under the float prior and the PSNR of the decoded image (``vaecodec.train.validate``, the numbers
 the training log shows), averaged per level, then BD-rate (PSNR, piecewise cubic) of each checkpoint
-against the first. The rate is the ideal code length, not a file size: exporting costs the integer
-prior about half a percent on top (``bench/results/prior_cost.md``), the same for every candidate.
+against the first. A checkpoint trained on one level only (``train --only-level``, a single-rate
+model) is measured at that level, and its one point is compared with the rate the first
+checkpoint's curve needs for the same PSNR. The rate is the ideal code length, not a file size:
+exporting costs the integer prior about half a percent on top (``bench/results/prior_cost.md``),
+the same for every candidate.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from bench.bdrate import bd_rate, overlap
+from bench.bdrate import bd_rate, overlap, point_vs_curve
 from bench.common import DEFAULT_DATA, environment
 from vaecodec.model import load_checkpoint
 from vaecodec.train import load_folder, validate
@@ -37,14 +40,21 @@ def main(argv: list[str] | None = None) -> None:
     curves = {}
     for path in args.ckpts:
         model, ckpt = load_checkpoint(path)
-        step = ckpt["step"]
-        rows = validate(model, images, list(range(len(model.config.lambdas))))
+        step, only = ckpt["step"], (ckpt.get("args") or {}).get("only_level")
+        levels = [only] if only is not None else list(range(len(model.config.lambdas)))
+        rows = validate(model, images, levels)
         curves[path] = ([r["bpp"] for r in rows], [r["psnr"] for r in rows])
         points = ", ".join(f"{r['bpp']:.3f}/{r['psnr']:.2f}" for r in rows)
-        print(f"{path} (step {step}, context {model.config.context}): bpp/dB per level: {points}", flush=True)
+        trained = f"level {only} only" if only is not None else "all levels"
+        print(f"{path} (step {step}, context {model.config.context}, {trained}): bpp/dB per level "
+              f"{levels[0]}..{levels[-1]}: {points}", flush=True)
     anchor = curves[args.ckpts[0]]
     print(f"\n| checkpoint | BD-rate vs {args.ckpts[0]} | PSNR range |\n|---|---|---|")
     for path in args.ckpts[1:]:
+        if len(curves[path][0]) == 1:  # a single-rate model: its one point against the anchor's curve
+            diff = point_vs_curve(*anchor, curves[path][0][0], curves[path][1][0])
+            print(f"| {path} | {diff:+.1f} % (one point) | {curves[path][1][0]:.2f} dB |")
+            continue
         span = overlap(*anchor, *curves[path])
         bd = f"{bd_rate(*anchor, *curves[path]):+.1f} %" if span else "no overlap"
         rng = f"{span[0]:.1f}-{span[1]:.1f} dB" if span else "-"

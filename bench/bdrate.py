@@ -78,3 +78,13 @@ def bd_rate(anchor_rate, anchor_psnr, test_rate, test_psnr, samples: int = 2001)
     diff = pchip(qt, lt, grid) - pchip(qa, la, grid)
     mean = np.sum((diff[1:] + diff[:-1]) * np.diff(grid)) / 2 / (span[1] - span[0])  # trapezoid rule
     return float((np.exp(mean) - 1) * 100)
+
+
+def point_vs_curve(anchor_rate, anchor_psnr, rate: float, psnr: float) -> float:
+    """Rate of one (rate, PSNR) point against the rate the anchor curve needs for the same PSNR
+    (the same piecewise cubic in log-rate), in percent; NaN outside the curve's PSNR range. The
+    one-point form of the BD-rate, for a model that has one rate point (a single-rate model)."""
+    qa, la = _curve(anchor_rate, anchor_psnr)
+    if not qa[0] <= psnr <= qa[-1]:
+        return float("nan")
+    return float((rate / np.exp(pchip(qa, la, np.array([psnr]))[0]) - 1) * 100)

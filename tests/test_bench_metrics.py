@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 
-from bench.bdrate import bd_rate, overlap
+from bench.bdrate import bd_rate, overlap, point_vs_curve
 from bench.metrics import K1, MS_SSIM_WEIGHTS, ms_ssim, psnr
 from bench.peers import avif_quality
 
@@ -67,6 +69,13 @@ def test_bd_rate_of_scaled_curve(factor: float) -> None:
     """A curve against itself with every rate times ``factor`` is exactly (factor - 1) * 100 %."""
     assert bd_rate(RATES, PSNRS, [r * factor for r in RATES], PSNRS) == pytest.approx((factor - 1) * 100,
                                                                                      abs=1e-9)
+
+
+def test_point_vs_curve_known_answers() -> None:
+    # on the curve: 0; the same PSNR for 10 % more bits: +10 %; outside the PSNR range: NaN
+    assert point_vs_curve(RATES, PSNRS, RATES[2], PSNRS[2]) == pytest.approx(0, abs=1e-9)
+    assert point_vs_curve(RATES, PSNRS, 1.1 * RATES[1], PSNRS[1]) == pytest.approx(10, abs=1e-9)
+    assert math.isnan(point_vs_curve(RATES, PSNRS, RATES[0], min(PSNRS) - 1))
 
 
 def test_bd_rate_self_is_zero_and_antisymmetric() -> None:

@@ -147,3 +147,17 @@ def test_checkerboard_context_starts_as_the_hyperprior_and_learns(data, tmp_path
     codec = Codec(model=str(tmp_path / "w.pt"), device="cpu")
     assert codec.model.context is not None
     assert codec.decompress(codec.compress(smooth_image(64, 64), quality=5)).size == (64, 64)
+
+
+def test_only_level_trains_one_rate_point(data, tmp_path, monkeypatch):
+    """--only-level: every crop at that level (the single-rate arm of the variable-rate ablation)."""
+    import vaecodec.train as train
+
+    seen = []
+    original = train.VAEModel.rd_loss
+    monkeypatch.setattr(train.VAEModel, "rd_loss", lambda self, out, level: seen.append(level.clone())
+                        or original(self, out, level))
+    main(["--run-dir", str(tmp_path / "single"), "--data", str(data), "--steps", "2", "--only-level", "3",
+          *TINY])
+    assert len(seen) == 2 and all(torch.equal(lv, torch.full((2,), 3.0)) for lv in seen)
+    assert torch.load(tmp_path / "single" / "last.pt", weights_only=False)["args"]["only_level"] == 3

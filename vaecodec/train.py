@@ -345,7 +345,8 @@ def train(args: argparse.Namespace) -> None:
         x = sampler.batch(args.batch)
         if device.type == "cuda":
             x = x.contiguous(memory_format=torch.channels_last)
-        level = sample_levels(args.batch, args.levels, model.gains.MIN_LEVEL, len(levels) - 1).to(device)
+        level = (torch.full((args.batch,), float(args.only_level)) if args.only_level is not None else
+                 sample_levels(args.batch, args.levels, model.gains.MIN_LEVEL, len(levels) - 1)).to(device)
         with autocast():
             out = net(x, level)
         loss = model.rd_loss(out, level)
@@ -416,6 +417,9 @@ def main(argv: list[str] | None = None) -> None:
                    help="start a new run from this checkpoint's weights (fresh optimizer and schedule)")
     p.add_argument("--levels", choices=["continuous", "anchors"], default="continuous",
                    help="how training quality levels are drawn (see sample_levels)")
+    p.add_argument("--only-level", type=int, metavar="LEVEL",
+                   help="train one quality level only (a single-rate model, for the ablation against "
+                        "the variable-rate default in docs/training.md)")
     p.add_argument("--clip", type=float, default=1.0, help="gradient-norm clipping")
     p.add_argument("--context", choices=["none", "checkerboard"], default="none",
                    help="context model of a new run; with --init from a model without one, it is added "
