@@ -53,7 +53,8 @@ def main(argv: list[str] | None = None) -> None:
     for path in args.ckpts[1:]:
         if len(curves[path][0]) == 1:  # a single-rate model: its one point against the anchor's curve
             diff = point_vs_curve(*anchor, curves[path][0][0], curves[path][1][0])
-            print(f"| {path} | {diff:+.1f} % (one point) | {curves[path][1][0]:.2f} dB |")
+            shown = f"{diff:+.1f} % (one point)" if diff == diff else "outside the curve's PSNR range"
+            print(f"| {path} | {shown} | {curves[path][1][0]:.2f} dB |")
             continue
         span = overlap(*anchor, *curves[path])
         bd = f"{bd_rate(*anchor, *curves[path]):+.1f} %" if span else "no overlap"
