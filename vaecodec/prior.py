@@ -1,4 +1,5 @@
-"""The learned prior: hyper-analysis h_a, hyper-synthesis h_s and the factorized density of z.
+"""The learned prior: hyper-analysis h_a, hyper-synthesis h_s, the optional checkerboard context
+model and the factorized density of z.
 
 Why an integer network
 ----------------------
@@ -22,6 +23,8 @@ FFT/Winograd algorithms whose intermediates are not integers.
 Training uses a float h_s with the same architecture and the same clipped activations; the export
 (:meth:`HyperSynthesis.to_integer`) quantizes it with 15-bit weights and 8 fractional bits per
 activation, fine enough that the network's own error is negligible next to the 64-level scale table.
+The checkerboard context network, which refines (mean, scale index) from decoded neighbours, is an
+integer network built the same way (:class:`IntegerNetwork` holds what both share).
 """
 
 from __future__ import annotations
