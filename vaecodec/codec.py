@@ -301,14 +301,16 @@ class Codec:
         dec = entropy.StreamDecoder(payload.stream, payload.escapes)
         z = dec.z(m.z_coder, (m.config.n, hp // PAD, wp // PAD))
         mean, index = m.h_s(torch.from_numpy(z)[None].to(self.device))
-        y = np.zeros(index.shape[1:], dtype=np.int64)
+        table = index[0].cpu().numpy()
+        y = np.zeros(table.shape, dtype=np.int64)
         masks = self._parts(m, y.shape)
-        y[masks[0]] = dec.y(m.y_coder, index[0].cpu().numpy()[masks[0]])
-        if m.context is not None:
+        y[masks[0]] = dec.y(m.y_coder, table[masks[0]])
+        if m.context is not None:  # the rest's tables come from the decoded anchors
             mean, index = m.context(torch.from_numpy(y)[None].to(self.device), mean, index)
-            y[masks[1]] = dec.y(m.y_coder, index[0].cpu().numpy()[masks[1]])
+            table = index[0].cpu().numpy()
+            y[masks[1]] = dec.y(m.y_coder, table[masks[1]])
         dec.finish()
-        return z, y, mean[0], index[0].cpu().numpy()
+        return z, y, mean[0], table
 
     @torch.inference_mode()
     def _decode_latents(self, m: LoadedModel, header: container.Header,

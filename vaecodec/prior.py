@@ -183,6 +183,15 @@ class IntegerNetwork(nn.Module):
         acc = _apply(kind, x, w.to(x.device, torch.float64), b.to(x.device, torch.float64), k, s)
         return self.rescale(i, acc)
 
+    def layers_from(self, first: int, x: torch.Tensor) -> torch.Tensor:
+        """Layers ``first`` .. last on x, with the clipped activation between them (not after the
+        last, whose outputs are the network's fixed-point results)."""
+        for i in range(first, len(self.spec)):
+            x = self.layer(i, x)
+            if i < len(self.spec) - 1:
+                x = x.clamp(0, ACT_MAX_INT)
+        return x
+
     def rescale(self, i: int, acc: torch.Tensor) -> torch.Tensor:
         """Layer i's accumulator to its output: ``floor(acc / 2**shift + 1/2)``, exact in float64."""
         shift = self.params(i)[2].to(acc.device, torch.float64)
@@ -204,11 +213,7 @@ class IntegerHyperSynthesis(IntegerNetwork):
     def forward(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """z: integer tensor (B, N, h, w). Returns int64 (mean_int, scale_index), (B, M, 4h, 4w)."""
         with torch.backends.cudnn.flags(enabled=False), torch.no_grad():
-            x = z.to(torch.float64).clamp(-Z_CLAMP, Z_CLAMP)
-            for i in range(len(self.spec)):
-                x = self.layer(i, x)
-                if i < len(self.spec) - 1:
-                    x = x.clamp(0, ACT_MAX_INT)
+            x = self.layers_from(0, z.to(torch.float64).clamp(-Z_CLAMP, Z_CLAMP))
         mean = x[:, : self.m].clamp(-MEAN_CLAMP, MEAN_CLAMP).to(torch.int64)
         index = x[:, self.m :].clamp(0, NUM_SCALES - 1).to(torch.int64)
         return mean, index
@@ -270,7 +275,6 @@ class CheckerboardContext(nn.Module):
                 x = x.clamp(0, ACT_MAX)
         return mean + x[:, : self.m], t + x[:, self.m :]
 
-
     @torch.no_grad()
     def to_integer(self) -> IntegerCheckerboardContext:
         """Post-training quantization into the exact integer network used for coding: every input
@@ -315,12 +319,8 @@ class IntegerCheckerboardContext(IntegerNetwork):
             ctx = self._context(y.clamp(-CTX_Y_MAX * frac, CTX_Y_MAX * frac))
             mean_n = self._non_anchors(mean).to(torch.float64)
             index_n = self._non_anchors(index).to(torch.float64)
-            x = torch.cat([ctx.clamp(-CTX_FEATURE_MAX * frac, CTX_FEATURE_MAX * frac),
-                           mean_n.clamp(-MEAN_CLAMP, MEAN_CLAMP), index_n * frac], dim=1)
-            for i in range(1, len(self.spec)):
-                x = self.layer(i, x)
-                if i < len(self.spec) - 1:
-                    x = x.clamp(0, ACT_MAX_INT)
+            x = self.layers_from(1, torch.cat([ctx.clamp(-CTX_FEATURE_MAX * frac, CTX_FEATURE_MAX * frac),
+                                               mean_n.clamp(-MEAN_CLAMP, MEAN_CLAMP), index_n * frac], dim=1))
             refined = (mean_n + x[:, : self.m]).clamp(-MEAN_CLAMP, MEAN_CLAMP)
             refined_index = torch.floor((index_n * frac + x[:, self.m :]) / frac + 0.5)
             refined_index = refined_index.clamp(0, NUM_SCALES - 1)

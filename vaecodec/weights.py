@@ -175,24 +175,23 @@ def export_model(model: VAEModel, path: Path) -> bytes:
     for part in ("g_a", "g_s", "h_a", "gains"):
         for k, v in getattr(model, part).state_dict().items():
             tensors[f"{part}.{k}"] = v.detach().float().clone()
-    for k, v in model.h_s.to_integer().state_dict().items():
-        tensors[f"hs.{k}"] = v.clone()
-    if model.context is not None:
-        for k, v in model.context.to_integer().state_dict().items():
-            tensors[f"ctx.{k}"] = v.clone()
+    for prefix, net in (("hs", model.h_s), ("ctx", model.context)):
+        if net is not None:
+            tensors.update({f"{prefix}.{k}": v.clone() for k, v in net.to_integer().state_dict().items()})
     tensors.update(_tables_to_tensors("z_tables", z_tables(model)))
     tensors.update(_tables_to_tensors("y_tables", y_tables()))
-    return save_weights(model.config.to_dict(), canonical(tensors), path)
+    return save_weights(model.config.to_dict(), tensors, path)
 
 
 def save_weights(config: dict, tensors: dict[str, torch.Tensor], path: Path) -> bytes:
     """Write a weights file (atomically, tensors stored :func:`compact`); returns its model id."""
+    tensors = canonical(tensors)
     blob = {"kind": FILE_KIND, "config": config, "tensors": compact(tensors)}
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
     torch.save(blob, tmp)
     os.replace(tmp, path)
-    return model_id_of(config, canonical(tensors))
+    return model_id_of(config, tensors)
 
 
 def export_checkpoint(ckpt_path: Path, out: Path) -> None:
