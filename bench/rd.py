@@ -46,6 +46,7 @@ from bench.bdrate import bd_rate, overlap
 from bench.common import DEFAULT_DATA, ROOT, environment, image_files, load_rgb
 from bench.metrics import ms_ssim, psnr
 from bench.peers import Peer, all_peers
+from vaecodec.codec import DEFAULT_EFFORT
 from vaecodec.weights import DEFAULT_MODEL
 
 REFERENCE_DIR = ROOT.parent / "shared" / "reference"
@@ -94,16 +95,27 @@ def measure(images: dict[str, Image.Image], codec: str, setting: float,
     return rows
 
 
+def vaecodec_name(effort: int) -> str:
+    """The curve name of vaecodec at an effort: plain "vaecodec" at the default effort."""
+    return "vaecodec" if effort == DEFAULT_EFFORT else f"vaecodec-e{effort}"
+
+
+def is_ours(name: str) -> bool:
+    return name == "vaecodec" or name.startswith("vaecodec-e")
+
+
 def run_vaecodec(images: dict[str, Image.Image], qualities: list[float], device: str,
-                 model: str | None = None) -> list[dict]:
-    """Every quality through the public Codec API, the path users take."""
+                 model: str | None = None, efforts: tuple[int, ...] = (DEFAULT_EFFORT,)) -> list[dict]:
+    """Every quality at every effort through the public Codec API, the path users take."""
     from vaecodec import Codec
 
     codec = Codec(model, device=device)
     rows = []
-    for q in qualities:
-        rows += measure(images, "vaecodec", q, lambda img, q=q: codec.compress(img, q), codec.decompress)
-        print(f"vaecodec q={q:g}: done", file=sys.stderr, flush=True)
+    for effort in efforts:
+        for q in qualities:
+            rows += measure(images, vaecodec_name(effort), q,
+                            lambda img, q=q, e=effort: codec.compress(img, q, effort=e), codec.decompress)
+            print(f"vaecodec effort {effort} q={q:g}: done", file=sys.stderr, flush=True)
     return rows
 
 
@@ -156,7 +168,7 @@ def reference_check(rows: list[dict], ref_rows: list[dict], labels: dict[str, st
     ours, theirs = means(rows), means(ref_rows)
     lines = ["| peer | points matched | identical files | max abs PSNR diff (dB) | max abs MS-SSIM diff | "
              "BD vs JPEG 4:2:0 here | same, from the reference file |", "|---|---|---|---|---|---|---|"]
-    for codec in dict.fromkeys(r["codec"] for r in rows if r["codec"] != "vaecodec"):
+    for codec in dict.fromkeys(r["codec"] for r in rows if not is_ours(r["codec"])):
         pairs = [(r, index[key]) for r in rows
                  if r["codec"] == codec and (key := (r["image"], codec, r["setting"])) in index]
         if not pairs:
@@ -202,16 +214,16 @@ def curve_table(title: str, points: list[dict], setting_name: str, timed: bool =
 
 
 def bd_table(curves: dict[str, list[dict]], labels: dict[str, str], sources: dict[str, str]) -> list[str]:
-    """One row per curve: how many bits vaecodec needs against it, and it against JPEG 4:2:0."""
-    lines = ["| curve | source | vaecodec vs it | it vs JPEG 4:2:0 |", "|---|---|---|---|"]
-    ours, anchor = curves["vaecodec"], curves.get(ANCHOR)
+    """One row per curve: how many bits vaecodec (at each effort measured) needs against it, and it
+    against JPEG 4:2:0."""
+    ours = [name for name in curves if is_ours(name)]
+    anchor = curves.get(ANCHOR)
+    lines = ["| curve | source | " + " | ".join(f"{labels[o]} vs it" for o in ours) + " | it vs JPEG 4:2:0 |",
+             "|---|---|" + "---|" * (len(ours) + 1)]
     for name, points in curves.items():
-        if name == "vaecodec":
-            continue
         vs_anchor = "anchor" if name == ANCHOR else (bd_cell(anchor, points) if anchor else "n/a")
-        lines.append(f"| {labels[name]} | {SOURCES[sources[name]]} | {bd_cell(points, ours)} | {vs_anchor} |")
-    if anchor:
-        lines.append(f"| vaecodec | measured | - | {bd_cell(anchor, ours)} |")
+        cells = ["-" if o == name else bd_cell(points, curves[o]) for o in ours]
+        lines.append(f"| {labels[name]} | {SOURCES[sources[name]]} | {' | '.join(cells)} | {vs_anchor} |")
     return lines
 
 
@@ -228,9 +240,10 @@ def plot(path: Path, curves: dict[str, list[dict]], labels: dict[str, str], sour
     fig, ax = plt.subplots(figsize=(9, 6.5))
     style = {"measured": "o-", "reference": "s:", "published": "--"}
     for name, points in curves.items():
-        ours, source = name == "vaecodec", sources[name]
+        ours, source = is_ours(name), sources[name]
+        color = ("black" if name == "vaecodec" else "firebrick") if ours else None
         ax.plot([p["bpp"] for p in points], [p["psnr"] for p in points], style[source],
-                ms=5 if ours else 3, lw=2.5 if ours else 1.2, color="black" if ours else None,
+                ms=5 if ours else 3, lw=2.5 if ours else 1.2, color=color,
                 alpha=1 if source == "measured" else 0.8, zorder=3 if ours else 2,
                 label=f"{labels[name]} ({SOURCES[source]})")
     ax.set(xlabel="bits per pixel (file bytes)", ylabel="PSNR, 8-bit RGB (dB)", title=title, xlim=(0, 2.2))
@@ -258,6 +271,8 @@ def main(argv: list[str] | None = None) -> None:
                    help="comma-separated peers (names as in bench/peers.py)")
     p.add_argument("--device", default="cpu", choices=["auto", "cpu", "cuda"])
     p.add_argument("--model", default=None, help="shipped model name or weights file (default: the default)")
+    p.add_argument("--effort", default=str(DEFAULT_EFFORT),
+                   help="comma-separated vaecodec encoder efforts (a curve each; see vaecodec/refine.py)")
     p.add_argument("--threads", type=int, default=1, help="torch threads for vaecodec")
     p.add_argument("--limit", type=int, default=None, help="only the first N images")
     p.add_argument("--reference", type=Path, default=REFERENCE_DIR,
@@ -272,7 +287,8 @@ def main(argv: list[str] | None = None) -> None:
 
     files = image_files(args.data, args.limit)
     images = {f.name: load_rgb(f) for f in files}
-    rows = run_vaecodec(images, [float(q) for q in args.qualities.split(",")], device, args.model)
+    efforts = tuple(int(e) for e in args.effort.split(","))
+    rows = run_vaecodec(images, [float(q) for q in args.qualities.split(",")], device, args.model, efforts)
     wanted = args.peers.split(",") if args.peers else []
     peers = [peer for peer in all_peers() if peer.name in wanted]
     notes = [f"{peer.label}: skipped, {peer.missing}" for peer in peers if peer.missing]
@@ -283,7 +299,8 @@ def main(argv: list[str] | None = None) -> None:
     measured = means(rows)
     # a reference row of a codec measured here too is the same tool; otherwise the reference's tool
     labels = {peer.name: peer.label for peer in all_peers()} | MEASURED_LABELS | REFERENCE_CURVES
-    labels |= {"vaecodec": "vaecodec"} | {peer.name: peer.label for peer in peers if not peer.missing}
+    labels |= {vaecodec_name(e): f"vaecodec effort {e}" for e in efforts}
+    labels |= {peer.name: peer.label for peer in peers if not peer.missing}
     curves, sources = dict(measured), dict.fromkeys(measured, "measured")
     check: list[str] = []
     ref_rows = []
@@ -328,7 +345,7 @@ def main(argv: list[str] | None = None) -> None:
     lines += ["## Curves", ""]
     for name, points in curves.items():
         timed = sources[name] != "published"
-        setting = "quality" if name == "vaecodec" or sources[name] == "published" else "setting"
+        setting = "quality" if is_ours(name) or sources[name] == "published" else "setting"
         lines += curve_table(f"{labels[name]} ({SOURCES[sources[name]]})", points, setting, timed)
     (out / "rd.md").write_text("\n".join(lines))
     print("\n".join(lines))

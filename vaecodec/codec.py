@@ -42,10 +42,12 @@ from .container import QUALITY_MAX, QUALITY_MIN
 from .errors import CorruptFileError, UnsupportedFileError, VaecodecError
 from .prior import MEAN_FRAC_BITS, checkerboard_anchors
 from .quantize import symbols
+from .refine import EFFORT_MAX, refine, steps_for
 from .transforms import tiled
 from .weights import DEFAULT_MODEL, LoadedModel, available_models, load_model
 
 DEFAULT_QUALITY = 7.0
+DEFAULT_EFFORT = 0
 QUALITY_OF_LEVEL_0 = 3.0  # the quality that names the model's lowest trained level
 PAD = 64  # g_a downsamples by 16 and h_a by 4 more
 FileInput = bytes | str | os.PathLike
@@ -72,6 +74,12 @@ def check_quality(quality: float) -> float:
     if not QUALITY_MIN <= q <= QUALITY_MAX:
         raise VaecodecError(f"quality must be between {QUALITY_MIN:g} and {QUALITY_MAX:g}, got {q:g}")
     return round(q, 2)  # the container stores hundredths
+
+
+def check_effort(effort: int) -> int:
+    if isinstance(effort, bool) or not isinstance(effort, int | np.integer) or not 0 <= effort <= EFFORT_MAX:
+        raise VaecodecError(f"effort must be an integer from 0 to {EFFORT_MAX}, got {effort!r}")
+    return int(effort)
 
 
 def quality_to_level(quality: float) -> float:
@@ -146,9 +154,10 @@ class Codec:
 
     # ---- compression -------------------------------------------------------------------------
 
-    def compress(self, img: image.ImageInput, quality: float = DEFAULT_QUALITY) -> bytes:
+    def compress(self, img: image.ImageInput, quality: float = DEFAULT_QUALITY,
+                 effort: int = DEFAULT_EFFORT) -> bytes:
         """Compress one image (path, PIL image or uint8 array) to the bytes of a .vaez file."""
-        return self.compress_batch([img], quality, on_error="raise")[0]
+        return self.compress_batch([img], quality, effort=effort, on_error="raise")[0]
 
     def compress_batch(
         self,
@@ -156,9 +165,12 @@ class Codec:
         quality: float = DEFAULT_QUALITY,
         batch_size: int | None = None,
         on_error: Literal["raise", "return"] = "raise",
+        effort: int = DEFAULT_EFFORT,
     ) -> list[bytes | VaecodecError]:
-        """Compress many images with one model; results are in input order."""
+        """Compress many images with one model; results are in input order. ``effort`` (0..2)
+        trades encoding time for smaller files at the same quality (see :mod:`vaecodec.refine`)."""
         quality = check_quality(quality)
+        effort = check_effort(effort)
         pics = [_guard(on_error, lambda src=src: image.load(src)) for src in images]
         for i, pic in enumerate(pics):
             if isinstance(pic, image.Picture):
@@ -166,7 +178,8 @@ class Codec:
         out: list = [p if isinstance(p, VaecodecError) else None for p in pics]
         keys = [None if out[i] is not None else self._padded(p.size) for i, p in enumerate(pics)]
         for idx in _chunks(keys, batch_size or self.default_batch_size):
-            for i, data in zip(idx, self._compress_group([pics[i] for i in idx], quality), strict=True):
+            group = self._compress_group([pics[i] for i in idx], quality, effort)
+            for i, data in zip(idx, group, strict=True):
                 out[i] = data
         return out
 
@@ -186,17 +199,21 @@ class Codec:
     def _level(self, quality: float, n: int) -> torch.Tensor:
         return torch.full((n,), quality_to_level(quality), device=self.device)
 
-    @torch.inference_mode()
-    def symbols(self, pics: list[image.Picture], quality: float) -> tuple[np.ndarray, ...]:
+    @torch.no_grad()  # not inference_mode: the effort search (refine.py) needs autograd
+    def symbols(self, pics: list[image.Picture], quality: float, effort: int = DEFAULT_EFFORT
+                ) -> tuple[np.ndarray, ...]:
         """The integer latents of same-size pictures: z symbols (B, N, h, w), y symbols
         ``round(y - mean)`` (B, M, 4h, 4w) and their scale indices (B, M, 4h, 4w), with (mean,
-        scale index) from h_s, refined by the context model at the non-anchors if there is one."""
+        scale index) from h_s, refined by the context model at the non-anchors if there is one.
+        Above effort 0, y is first optimized for these pictures (:mod:`vaecodec.refine`)."""
         m = self.model
         hp, wp = self._padded(pics[0].size)
         x = torch.stack([self._to_tensor(p, hp, wp) for p in pics]).to(self.device)
-        y = tiled(m.g_a, x, 16, 1) * m.gains.gain(self._level(quality, len(pics)))
+        level = self._level(quality, len(pics))
+        y = tiled(m.g_a, x, 16, 1) * m.gains.gain(level)
         z = symbols(m.h_a(y))
         mean, index = m.h_s(z)
+        y = refine(m, x, y, mean, index, level, pics[0].size, steps_for(effort))
         if m.context is not None:  # the anchors' symbols are final; the context refines the rest
             mean, index = m.context(symbols(y, mean.double() / 2**MEAN_FRAC_BITS), mean, index)
         y_sym = symbols(y, mean.double() / 2**MEAN_FRAC_BITS)
@@ -210,9 +227,9 @@ class Codec:
         anchors = np.broadcast_to(checkerboard_anchors(*shape[1:])[0].numpy(), shape)
         return [anchors, ~anchors]
 
-    def _compress_group(self, pics: list[image.Picture], quality: float) -> list[bytes]:
+    def _compress_group(self, pics: list[image.Picture], quality: float, effort: int) -> list[bytes]:
         m = self.model
-        z, y_sym, index = self.symbols(pics, quality)
+        z, y_sym, index = self.symbols(pics, quality, effort)
         results = []
         for i, pic in enumerate(pics):
             parts = [(y_sym[i][mask], index[i][mask]) for mask in self._parts(m, y_sym.shape[1:])]

@@ -1,0 +1,137 @@
+"""Encoder effort: rate-distortion optimization of one image's latents against the fixed decoder.
+
+g_a is amortized: one pass predicts latents for any image, and what it predicts is not the best y
+for *this* image under the decoder that will read it. With everything the decoder does held fixed
+(g_s, the integer h_s, the integer context, the tables), the encoder can search for latents with a
+lower ``lambda * 255^2 * MSE + bits`` for the image at hand, by gradient descent on y. Only the
+encoder changes, so the file format and the decoder are untouched: a file made at any effort
+decodes with any vaecodec that knows the model, bit-exactly on every device.
+
+Rounding is what makes this hard: the decoder sees ``round(y - mean) + mean``, whose gradient is
+zero. We use stochastic Gumbel annealing (Yang, Bamler & Mandt 2020, "Improving Inference for
+Neural Image Compression"): each latent is a soft, random mix of its two nearest integers (relative
+to its mean), weighted by closeness, with a temperature that anneals towards hard rounding, so that
+the search can move a latent across a rounding boundary when that pays and ends on the values that
+are actually coded. Measured on Kodak against the straight-through estimator (round forward,
+identity backward) and against a noise-based rate: those moved the rate in the wrong direction and
+ended *worse* than no refinement, where the annealed rounding gained (bench/results/effort.md).
+
+What stays fixed, and why:
+
+* z: it is computed once from g_a's y, and y's rate is measured against the (mean, scale index)
+  that the integer h_s derives from it. Moving z would need a differentiable h_s, and z is a few
+  percent of the file.
+* The context's refinement of the non-anchors' (mean, scale index) is recomputed from the current
+  anchors at every step, with the integer network the decoder runs, and treated as a constant: the
+  search sees what each anchor costs and how it decodes, not how it changes its neighbours' tables.
+
+Memory: a backward pass through g_s over a whole 12-megapixel image would need tens of GB, so the
+search runs tile by tile on the latent grid (``TILE`` latents with a ``HALO`` on each side, which
+covers g_s's and the context's reach). Each tile moves only its own latents, scoring the distortion
+of its own pixels; the halo holds the neighbours as they stand, refined already or not yet.
+Padding pixels (beyond the image) carry no distortion, so latents that only draw padding are free to
+become as cheap as possible.
+
+Randomness comes from generators seeded per image, so an image encodes to the same file every time
+on the same device, alone or in a batch.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from .prior import MEAN_FRAC_BITS, gaussian_bits, scale_of_index
+from .quantize import symbols
+from .weights import LoadedModel
+
+EFFORT_STEPS = (0, 10, 20)  # gradient steps per tile at effort 0, 1, 2 (40 gained nothing more)
+EFFORT_MAX = len(EFFORT_STEPS) - 1
+LEARNING_RATE = 0.01  # Adam, on y (whose quantization step is 1)
+TAU_START = 0.5  # Gumbel annealing temperature at the first step ...
+TAU_DECAY = 3.0  # ... times exp(-TAU_DECAY * step / steps)
+TAU_MIN = 0.02
+TILE = 32  # latents per tile side (512 pixels); even, like HALO, to keep the checkerboard's phase
+HALO = 4
+SEED = 0
+_EPS = 1e-5
+
+
+def steps_for(effort: int) -> int:
+    """Gradient steps per tile at an effort level (0 = g_a's latents, plain rounding)."""
+    return EFFORT_STEPS[effort]
+
+
+def _soft_round(r: torch.Tensor, tau: float, generators: list[torch.Generator]) -> torch.Tensor:
+    """A Gumbel-softmax mix of floor(r) and floor(r) + 1, each weighted by -atanh(distance) / tau;
+    as tau -> 0 it becomes round(r). The gradient reaches r through the weights. Each image of the
+    batch draws from its own generator, so an image gets the same noise alone or in a batch."""
+    low = torch.floor(r).detach()
+    frac = (r - low).clamp(_EPS, 1 - _EPS)
+    logits = torch.stack([-torch.atanh(frac), -torch.atanh(1 - frac)]) / tau
+    u = torch.stack([torch.rand(logits[:, i].shape, generator=g, device=r.device, dtype=r.dtype)
+                     for i, g in enumerate(generators)], dim=1)
+    gumbel = -torch.log(-torch.log(u.clamp(_EPS, 1 - _EPS)))
+    return low + torch.softmax(logits + gumbel, dim=0)[1]
+
+
+@torch.enable_grad()  # the codec calls this under no_grad
+def refine(m: LoadedModel, x: torch.Tensor, y: torch.Tensor, mean: torch.Tensor, index: torch.Tensor,
+           level: torch.Tensor, size: tuple[int, int], steps: int) -> torch.Tensor:
+    """Latents y (B, M, h, w) refined for images x (B, 3, 16h, 16w) of true size ``size`` (w, h).
+
+    ``mean`` and ``index`` are h_s's integer (mean, scale index) from the z that will be coded;
+    ``level`` the quality levels (B,). Returns a new y; the caller quantizes it as usual.
+    """
+    if steps <= 0:
+        return y
+    lam = m.gains.lambda_at(level)[:, None, None, None]
+    inv_gain = m.gains.inverse_gain(level)
+    generators = [torch.Generator(device=y.device).manual_seed(SEED) for _ in range(len(y))]
+    out = y.detach().clone()
+    h, w = y.shape[2:]
+    for r0 in range(0, h, TILE):
+        for c0 in range(0, w, TILE):
+            r1, c1 = min(r0 + TILE, h), min(c0 + TILE, w)
+            a0, b0, a1, b1 = max(r0 - HALO, 0), max(c0 - HALO, 0), min(r1 + HALO, h), min(c1 + HALO, w)
+            crop = (slice(None), slice(None), slice(a0, a1), slice(b0, b1))
+            inner = (slice(None), slice(None), slice(r0 - a0, r1 - a0), slice(c0 - b0, c1 - b0))
+            # the tile's own pixels that belong to the image (not padding)
+            rows = slice((r0 - a0) * 16, min(r1 * 16, size[1]) - a0 * 16)
+            cols = slice((c0 - b0) * 16, min(c1 * 16, size[0]) - b0 * 16)
+            tile = _refine_tile(m, x[..., a0 * 16 : a1 * 16, b0 * 16 : b1 * 16], out[crop], mean[crop],
+                                index[crop], lam, inv_gain, inner, (rows, cols), steps, generators)
+            out[:, :, r0:r1, c0:c1] = tile[inner]
+    return out
+
+
+def _refine_tile(m: LoadedModel, x: torch.Tensor, y: torch.Tensor, mean_hs: torch.Tensor,
+                 index_hs: torch.Tensor, lam: torch.Tensor, inv_gain: torch.Tensor, inner: tuple,
+                 pixels: tuple[slice, slice], steps: int, generators: list[torch.Generator]) -> torch.Tensor:
+    """Adam on the tile's inner latents; the halo is held. Returns the tile's latents."""
+    frac = 2.0**MEAN_FRAC_BITS
+    moving = torch.zeros_like(y, dtype=torch.bool)
+    moving[inner] = True
+    target = x[..., pixels[0], pixels[1]]
+    count = target.shape[2] * target.shape[3]
+    if count == 0:  # the tile draws padding only: leave it as g_a made it
+        return y
+    y = y.clone().requires_grad_(True)
+    opt = torch.optim.Adam([y], lr=LEARNING_RATE)
+    for step in range(steps):
+        with torch.no_grad():  # the decoder's own (mean, scale index), from the current anchors
+            mean, index = (mean_hs, index_hs) if m.context is None else m.context(
+                symbols(y, mean_hs.double() / frac), mean_hs, index_hs)
+        mu = (mean.double() / frac).float()
+        tau = max(TAU_START * math.exp(-TAU_DECAY * step / steps), TAU_MIN)
+        r = y - mu  # the halo decodes as it stands: hard rounding
+        y_hat = mu + torch.where(moving, _soft_round(r, tau, generators), torch.round(r.detach()))
+        x_hat = m.g_s(y_hat * inv_gain)[..., pixels[0], pixels[1]]
+        sse = (x_hat - target).square().sum(dim=(1, 2, 3))
+        bits = (gaussian_bits(y_hat, mu, scale_of_index(index.float())) * moving).sum(dim=(1, 2, 3))
+        loss = ((lam.flatten() * 255**2 * sse / 3 + bits) / count).sum()
+        (grad,) = torch.autograd.grad(loss, y)
+        y.grad = grad * moving
+        opt.step()
+    return y.detach()
