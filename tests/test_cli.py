@@ -317,3 +317,12 @@ def test_entry_internal_error_is_one_line(monkeypatch, capsys, png):
 def test_entry_usage_error(monkeypatch, capsys):
     assert _entry(monkeypatch, "compress") == 2
     assert "Usage" in capsys.readouterr().err
+
+
+def test_effort_option(run, png):
+    src = png("e.png")
+    assert run("compress", src, "--effort", "1").exit_code == 0
+    assert run("decompress", src.with_suffix(".vaez"), "-o", src.with_name("e.out.png")).exit_code == 0
+    result = run("compress", src, "-e", "3", "--force")
+    assert result.exit_code == 2
+    assert "effort" in result.stderr.lower()

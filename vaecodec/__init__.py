@@ -4,6 +4,7 @@ Python API::
 
     import vaecodec
     data = vaecodec.compress("photo.png", quality=5)      # bytes of a .vaez file
+    data = vaecodec.compress("photo.png", effort=2)       # slower encode, smaller file
     img = vaecodec.decompress(data)                       # PIL image
 
     codec = vaecodec.Codec(device="cuda")                 # load once, code many
@@ -16,15 +17,16 @@ from functools import lru_cache
 
 from PIL import Image
 
-from .codec import DEFAULT_QUALITY, QUALITY_MAX, QUALITY_MIN, Codec, FileInput
+from .codec import DEFAULT_EFFORT, DEFAULT_QUALITY, QUALITY_MAX, QUALITY_MIN, Codec, FileInput
 from .errors import CorruptFileError, ImageError, OutputError, UnsupportedFileError, VaecodecError
 from .image import ImageInput
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "Codec", "CorruptFileError", "DEFAULT_QUALITY", "ImageError", "OutputError", "QUALITY_MAX",
-    "QUALITY_MIN", "UnsupportedFileError", "VaecodecError", "compress", "decompress", "__version__",
+    "Codec", "CorruptFileError", "DEFAULT_EFFORT", "DEFAULT_QUALITY", "ImageError", "OutputError",
+    "QUALITY_MAX", "QUALITY_MIN", "UnsupportedFileError", "VaecodecError", "compress", "decompress",
+    "__version__",
 ]
 
 
@@ -33,9 +35,10 @@ def _default_codec() -> Codec:
     return Codec()
 
 
-def compress(img: ImageInput, quality: float = DEFAULT_QUALITY) -> bytes:
-    """Compress one image with the shipped default model (loaded once per process)."""
-    return _default_codec().compress(img, quality)
+def compress(img: ImageInput, quality: float = DEFAULT_QUALITY, effort: int = DEFAULT_EFFORT) -> bytes:
+    """Compress one image with the shipped default model (loaded once per process); ``effort`` 0..2
+    trades encoding time for smaller files (see :mod:`vaecodec.refine`)."""
+    return _default_codec().compress(img, quality, effort)
 
 
 def decompress(data: FileInput) -> Image.Image:
