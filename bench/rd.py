@@ -74,6 +74,7 @@ MEASURED_LABELS = {
 }
 SOURCES = {"measured": "measured", "published": "published (CompressAI)",
            "reference": "reference measurement"}
+OURS_COLORS = ("black", "firebrick", "darkmagenta")
 FIELDS = ["image", "codec", "setting", "bytes", "bpp", "psnr", "ms_ssim", "enc_s", "dec_s", "width", "height"]
 
 
@@ -237,18 +238,19 @@ def plot(path: Path, curves: dict[str, list[dict]], labels: dict[str, str], sour
         import matplotlib.pyplot as plt
     except ImportError:
         return "rd.png not drawn: matplotlib is not installed (`pip install '.[bench]'`)"
-    fig, ax = plt.subplots(figsize=(9, 6.5))
+    fig, ax = plt.subplots(figsize=(12.5, 6.5))
     style = {"measured": "o-", "reference": "s:", "published": "--"}
+    ours_names = [name for name in curves if is_ours(name)]  # one colour per effort, in run order
     for name, points in curves.items():
         ours, source = is_ours(name), sources[name]
-        color = ("black" if name == "vaecodec" else "firebrick") if ours else None
+        color = OURS_COLORS[ours_names.index(name) % len(OURS_COLORS)] if ours else None
         ax.plot([p["bpp"] for p in points], [p["psnr"] for p in points], style[source],
                 ms=5 if ours else 3, lw=2.5 if ours else 1.2, color=color,
                 alpha=1 if source == "measured" else 0.8, zorder=3 if ours else 2,
                 label=f"{labels[name]} ({SOURCES[source]})")
     ax.set(xlabel="bits per pixel (file bytes)", ylabel="PSNR, 8-bit RGB (dB)", title=title, xlim=(0, 2.2))
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, loc="lower right")
+    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))  # beside the plot, hiding no curve
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
