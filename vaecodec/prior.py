@@ -117,14 +117,19 @@ class HyperSynthesis(nn.Module):
     @torch.no_grad()
     def to_integer(self) -> IntegerHyperSynthesis:
         """Post-training quantization into the exact integer network used for coding."""
-        layers, frac_in = [], 0  # z symbols are integers
-        for i, (layer, (_kind, _cin, cout, _k, _s)) in enumerate(zip(self.layers, self.spec, strict=True)):
-            # the last layer's mean channels keep MEAN_FRAC_BITS, its scale indices are integers
-            frac_out = [MEAN_FRAC_BITS] * self.m + [0] * self.m if i == len(self.layers) - 1 \
-                else [ACT_FRAC_BITS] * cout
-            layers.append(quantize_layer(layer, frac_in, frac_out))
-            frac_in = ACT_FRAC_BITS
+        layers = [quantize_layer(layer, *fracs)
+                  for layer, fracs in zip(self.layers, hs_fracs(self.spec), strict=True)]
         return IntegerHyperSynthesis(self.spec, *zip(*layers, strict=True))
+
+
+def hs_fracs(spec: list[tuple[str, int, int, int, int]]) -> list[tuple[int, list[int]]]:
+    """Fractional bits of each integer h_s layer's input and of each of its output channels: z
+    symbols are integers, hidden activations carry ACT_FRAC_BITS, and the last layer's mean channels
+    MEAN_FRAC_BITS while its scale indices are integers."""
+    m = spec[-1][2] // 2
+    return [(0 if i == 0 else ACT_FRAC_BITS,
+             [MEAN_FRAC_BITS] * m + [0] * m if i == len(spec) - 1 else [ACT_FRAC_BITS] * cout)
+            for i, (_kind, _cin, cout, _k, _s) in enumerate(spec)]
 
 
 def quantize_layer(layer: nn.Module, frac_in: int, frac_out: list[int]
@@ -280,9 +285,16 @@ class CheckerboardContext(nn.Module):
         """Post-training quantization into the exact integer network used for coding: every input
         and every activation carries MEAN_FRAC_BITS (= ACT_FRAC_BITS) fractional bits, and so do
         both halves of the output, the mean correction and the scale-index correction."""
-        layers = [quantize_layer(layer, MEAN_FRAC_BITS, [MEAN_FRAC_BITS] * layer.out_channels)
-                  for layer in (self.ctx, *self.params)]
-        return IntegerCheckerboardContext(_ctx_layers(self.m), *zip(*layers, strict=True))
+        spec = _ctx_layers(self.m)
+        layers = [quantize_layer(layer, *fracs)
+                  for layer, fracs in zip((self.ctx, *self.params), ctx_fracs(spec), strict=True)]
+        return IntegerCheckerboardContext(spec, *zip(*layers, strict=True))
+
+
+def ctx_fracs(spec: list[tuple[str, int, int, int, int]]) -> list[tuple[int, list[int]]]:
+    """Fractional bits of each integer context layer's input and output channels: MEAN_FRAC_BITS
+    (= ACT_FRAC_BITS) everywhere (see :meth:`CheckerboardContext.to_integer`)."""
+    return [(MEAN_FRAC_BITS, [MEAN_FRAC_BITS] * cout) for _kind, _cin, cout, _k, _s in spec]
 
 
 class IntegerCheckerboardContext(IntegerNetwork):

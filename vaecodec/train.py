@@ -38,6 +38,7 @@ from torch.nn import functional as F
 from torch.nn.parallel import DistributedDataParallel
 
 from .model import ModelConfig, VAEModel
+from .weights import FILE_KIND, export_checkpoint, init_from_weights
 
 DEFAULT_DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "data"
 
@@ -296,6 +297,8 @@ def train(args: argparse.Namespace) -> None:
         step = ckpt["step"]
     elif args.init:
         ckpt = torch.load(args.init, map_location="cpu", weights_only=False)
+        if isinstance(ckpt, dict) and ckpt.get("kind") == FILE_KIND:  # a shipped weights file
+            ckpt = init_from_weights(Path(args.init))
     config = ModelConfig(**ckpt["config"]) if ckpt else ModelConfig(n=args.n, m=args.m, context=args.context)
     grow = not step and ckpt is not None and config.context == "none" and args.context != "none"
     if grow:  # --init from a plain hyperprior with --context: add the (zero-started) context model
@@ -414,7 +417,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--lr", type=float, default=4e-4)
     p.add_argument("--warmup", type=int, default=500, help="steps of linear learning-rate warm-up")
     p.add_argument("--init", metavar="CKPT",
-                   help="start a new run from this checkpoint's weights (fresh optimizer and schedule)")
+                   help="start a new run from this checkpoint's weights (fresh optimizer and schedule); "
+                        "a shipped weights file works too (weights.init_from_weights)")
     p.add_argument("--levels", choices=["continuous", "anchors"], default="continuous",
                    help="how training quality levels are drawn (see sample_levels)")
     p.add_argument("--only-level", type=int, metavar="LEVEL",
@@ -448,8 +452,6 @@ def main(argv: list[str] | None = None) -> None:
     elif not args.run:
         p.error("--run-dir is required (except with --pack)")
     elif args.export:
-        from .weights import export_checkpoint
-
         try:
             export_checkpoint(Path(args.run) / "last.pt", Path(args.export))
         except ValueError as exc:

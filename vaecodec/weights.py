@@ -36,11 +36,14 @@ from torch import nn
 from .entropy import TableCoder, TableSet, quantize_pmf
 from .model import ModelConfig, VAEModel, load_checkpoint
 from .prior import (
+    FactorizedDensity,
     HyperAnalysis,
     IntegerCheckerboardContext,
     IntegerHyperSynthesis,
     _ctx_layers,
     _hs_layers,
+    ctx_fracs,
+    hs_fracs,
     scale_table,
 )
 from .transforms import AnalysisTransform, QualityGains, SynthesisTransform
@@ -200,6 +203,68 @@ def export_checkpoint(ckpt_path: Path, out: Path) -> None:
     model_id = export_model(model, out)
     print(f"exported step {ckpt['step']} ({'EMA' if weights == 'ema' else 'raw'} weights) to {out} "
           f"(model id {model_id.hex()})")
+
+
+def _dequantize(weights: torch.Tensor, biases: torch.Tensor, shifts: torch.Tensor, frac_in: int,
+                frac_out: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """The float (weight, bias) of an integer layer made by :func:`~vaecodec.prior.quantize_layer`:
+    its weights carry ``shift + frac_out - frac_in`` fractional bits, the same for every channel."""
+    frac_w = {int(s) + f - frac_in for s, f in zip(shifts, frac_out, strict=True)}
+    if len(frac_w) != 1:
+        raise ValueError("integer layer with inconsistent shifts")
+    scale = 2.0 ** -frac_w.pop()
+    return weights.double() * scale, biases.double() * scale * 2.0**-frac_in
+
+
+def _fit_z_density(tables: TableSet, n: int, steps: int = 400) -> dict[str, torch.Tensor]:
+    """A float z density whose bin masses match the integer z tables (maximum likelihood on the
+    tables' own probabilities, escapes left out): the tables are all a weights file keeps of it."""
+    density = FactorizedDensity(n)
+    low = int(tables.offsets.min())
+    width = int((tables.offsets + tables.lengths - 1).max()) - low
+    target = torch.zeros(n, width, dtype=torch.float64)
+    for c, (offset, q) in enumerate(zip(tables.offsets, tables.split(), strict=True)):
+        target[c, offset - low : offset - low + len(q) - 1] = torch.from_numpy(q[:-1] / q.sum())
+    grid = (torch.arange(width, dtype=torch.float32) + low).expand(n, width)[None, :, None, :]
+    opt = torch.optim.Adam(density.parameters(), lr=0.02)
+    for _ in range(steps):
+        lik = density.likelihood(grid)[0, :, 0].clamp(min=1e-9)
+        loss = -(target.float() * torch.log2(lik)).sum(dim=1).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return density.state_dict()
+
+
+def _layer_name(module: str, i: int) -> str:
+    """Layer i of the float h_s or context network, as named in a VAEModel state dict."""
+    if module == "h_s":
+        return f"layers.{i}"
+    return "ctx" if i == 0 else f"params.{i - 1}"
+
+
+def init_from_weights(path: Path) -> dict:
+    """A training checkpoint (``config``, ``model``, ``step``) rebuilt from a shipped weights file,
+    for ``train --init`` when the run that made the weights is gone: the transforms and gains as
+    stored, h_s and the context network dequantized from their integer layers (they re-export to
+    the same integers), and the z density refit to the z tables."""
+    blob = torch.load(path, map_location="cpu", weights_only=True)
+    if not isinstance(blob, dict) or blob.get("kind") != FILE_KIND:
+        raise ValueError(f"{path} is not a vaecodec weights file")
+    config = ModelConfig(**blob["config"])
+    tensors = canonical(blob["tensors"])
+    state = {k: v.float() for k, v in tensors.items() if k.split(".")[0] in ("g_a", "g_s", "h_a", "gains")}
+    nets = [("hs", "h_s", _hs_layers(config.n, config.m), hs_fracs)]
+    if config.context == "checkerboard":
+        nets.append(("ctx", "context", _ctx_layers(config.m), ctx_fracs))
+    for prefix, module, spec, fracs in nets:
+        for i, (frac_in, frac_out) in enumerate(fracs(spec)):
+            w, b = _dequantize(*(tensors[f"{prefix}.{c}{i}"] for c in "wbs"), frac_in, frac_out)
+            state[f"{module}.{_layer_name(module, i)}.weight"] = w.float()
+            state[f"{module}.{_layer_name(module, i)}.bias"] = b.float()
+    z_density = _fit_z_density(_tables_from_tensors("z_tables", tensors), config.n)
+    state |= {f"z_density.{k}": v for k, v in z_density.items()}
+    return {"config": blob["config"], "model": state, "step": 0}
 
 
 def load_model(path: Path) -> LoadedModel:
