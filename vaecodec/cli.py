@@ -100,7 +100,7 @@ def main() -> None:
               show_default=True, help="1 = smallest files ... 10 = best quality; fractions allowed.")
 @click.option("-e", "--effort", type=click.IntRange(0, EFFORT_MAX), default=DEFAULT_EFFORT, show_default=True,
               help="Encoder effort: 0 = fastest; 1 and 2 search for latents that cost fewer bits for "
-                   "the same quality (about 20x and 35x slower on a CPU). Decoding speed is the same.")
+                   "the same quality (about 20x and 40x slower on a CPU). Decoding speed is the same.")
 @device_option
 @force_option
 @model_option

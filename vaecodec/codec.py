@@ -2,8 +2,8 @@
 
 Data path (one module per stage)::
 
-    image.load -> pad -> g_a * gain -> h_a -> round z -> integer h_s(z) -> round(y - mean)
-        -> entropy.encode -> container.pack                              (compress)
+    image.load -> pad -> g_a * gain -> h_a -> round z -> integer h_s(z) [-> refine y at effort > 0]
+        -> round(y - mean) -> entropy.encode -> container.pack            (compress)
     container.unpack -> entropy: pop z -> integer h_s(z) -> pop y -> y + mean
         -> g_s(. * inverse gain) -> crop -> image.to_pil                  (decompress)
 
