@@ -40,7 +40,7 @@ from torch.nn import functional as F
 from . import container, entropy, image
 from .container import QUALITY_MAX, QUALITY_MIN
 from .errors import CorruptFileError, UnsupportedFileError, VaecodecError
-from .prior import MEAN_FRAC_BITS, checkerboard_anchors
+from .prior import checkerboard_anchors, mean_value
 from .quantize import symbols
 from .refine import EFFORT_MAX, refine, steps_for
 from .transforms import tiled
@@ -214,9 +214,8 @@ class Codec:
         z = symbols(m.h_a(y))
         mean, index = m.h_s(z)
         y = refine(m, x, y, mean, index, level, pics[0].size, steps_for(effort))
-        if m.context is not None:  # the anchors' symbols are final; the context refines the rest
-            mean, index = m.context(symbols(y, mean.double() / 2**MEAN_FRAC_BITS), mean, index)
-        y_sym = symbols(y, mean.double() / 2**MEAN_FRAC_BITS)
+        mean, index = m.y_params(y, mean, index)  # the anchors' symbols are final; the rest refined
+        y_sym = symbols(y, mean_value(mean))
         return z.cpu().numpy(), y_sym.cpu().numpy(), index.cpu().numpy()
 
     @staticmethod
@@ -334,7 +333,7 @@ class Codec:
                         payload: container.Payload) -> torch.Tensor:
         """Entropy-decode a file's y_hat (M, H/16, W/16) as float32 on the device."""
         _, y, mean, _ = self._decode_integers(m, header, payload)
-        y_hat = torch.from_numpy(y).to(self.device).double() + mean.double() / 2**MEAN_FRAC_BITS
+        y_hat = torch.from_numpy(y).to(self.device).double() + mean_value(mean)
         return y_hat.float()
 
     @torch.inference_mode()

@@ -54,6 +54,11 @@ CTX_Y_MAX = 1024.0  # the checkerboard context sees decoded anchors clamped to +
 CTX_FEATURE_MAX = 256.0  # ... and clamps its context features to +-256
 
 
+def mean_value(mean_int: torch.Tensor) -> torch.Tensor:
+    """The real (float64) mean of the prior's fixed-point ``mean_int``: what symbols are centred on."""
+    return mean_int.double() / 2**MEAN_FRAC_BITS
+
+
 def scale_of_index(t: torch.Tensor) -> torch.Tensor:
     """Gaussian scale for a (possibly fractional) scale index ``t`` in [0, NUM_SCALES - 1]."""
     return SCALE_MIN * torch.exp(t * SCALE_LOG_STEP)
@@ -114,22 +119,26 @@ class HyperSynthesis(nn.Module):
                 x = x.clamp(0, ACT_MAX)
         return x[:, : self.m], x[:, self.m :]
 
+    def _fixed_point(self) -> list[tuple[nn.Module, int, list[int]]]:
+        """Each layer with the fractional bits of its integer form's input and output channels: z
+        symbols are integers, hidden activations carry ACT_FRAC_BITS, and the last layer's mean
+        channels MEAN_FRAC_BITS while its scale indices are integers."""
+        *hidden, last = self.layers
+        fixed = [(layer, 0 if i == 0 else ACT_FRAC_BITS, [ACT_FRAC_BITS] * layer.out_channels)
+                 for i, layer in enumerate(hidden)]
+        return [*fixed, (last, ACT_FRAC_BITS, [MEAN_FRAC_BITS] * self.m + [0] * self.m)]
+
     @torch.no_grad()
     def to_integer(self) -> IntegerHyperSynthesis:
         """Post-training quantization into the exact integer network used for coding."""
-        layers = [quantize_layer(layer, *fracs)
-                  for layer, fracs in zip(self.layers, hs_fracs(self.spec), strict=True)]
+        layers = [quantize_layer(*fixed) for fixed in self._fixed_point()]
         return IntegerHyperSynthesis(self.spec, *zip(*layers, strict=True))
 
-
-def hs_fracs(spec: list[tuple[str, int, int, int, int]]) -> list[tuple[int, list[int]]]:
-    """Fractional bits of each integer h_s layer's input and of each of its output channels: z
-    symbols are integers, hidden activations carry ACT_FRAC_BITS, and the last layer's mean channels
-    MEAN_FRAC_BITS while its scale indices are integers."""
-    m = spec[-1][2] // 2
-    return [(0 if i == 0 else ACT_FRAC_BITS,
-             [MEAN_FRAC_BITS] * m + [0] * m if i == len(spec) - 1 else [ACT_FRAC_BITS] * cout)
-            for i, (_kind, _cin, cout, _k, _s) in enumerate(spec)]
+    @torch.no_grad()
+    def load_integer(self, net: IntegerHyperSynthesis) -> None:
+        """The inverse of :meth:`to_integer`: take the weights an integer h_s holds."""
+        for i, fixed in enumerate(self._fixed_point()):
+            dequantize_layer(*fixed, *net.params(i))
 
 
 def quantize_layer(layer: nn.Module, frac_in: int, frac_out: list[int]
@@ -145,6 +154,19 @@ def quantize_layer(layer: nn.Module, frac_in: int, frac_out: list[int]
     w_int = torch.round(w * 2.0**frac_w).to(torch.int64)
     b_int = torch.round(b * 2.0 ** (frac_w + frac_in)).to(torch.int64)
     return w_int, b_int, torch.tensor([frac_w + frac_in - f for f in frac_out], dtype=torch.int64)
+
+
+def dequantize_layer(layer: nn.Module, frac_in: int, frac_out: list[int], w_int: torch.Tensor,
+                     b_int: torch.Tensor, shifts: torch.Tensor) -> None:
+    """Set a float layer to the values of its :func:`quantize_layer` form, whose weights carry
+    ``shift + frac_out - frac_in`` fractional bits (the same for every output channel); quantizing
+    the result again gives back the same integers."""
+    frac_w = {int(s) + f - frac_in for s, f in zip(shifts, frac_out, strict=True)}
+    if len(frac_w) != 1:
+        raise ValueError("integer layer with inconsistent shifts")
+    scale = 2.0 ** -frac_w.pop()
+    layer.weight.copy_(w_int.double() * scale)
+    layer.bias.copy_(b_int.double() * scale * 2.0**-frac_in)
 
 
 class IntegerNetwork(nn.Module):
@@ -280,21 +302,24 @@ class CheckerboardContext(nn.Module):
                 x = x.clamp(0, ACT_MAX)
         return mean + x[:, : self.m], t + x[:, self.m :]
 
+    def _fixed_point(self) -> list[tuple[nn.Module, int, list[int]]]:
+        """Each layer with the fractional bits of its integer form's input and output channels:
+        every input and every activation carries MEAN_FRAC_BITS (= ACT_FRAC_BITS), and so do both
+        halves of the output, the mean correction and the scale-index correction."""
+        return [(layer, MEAN_FRAC_BITS, [MEAN_FRAC_BITS] * layer.out_channels)
+                for layer in (self.ctx, *self.params)]
+
     @torch.no_grad()
     def to_integer(self) -> IntegerCheckerboardContext:
-        """Post-training quantization into the exact integer network used for coding: every input
-        and every activation carries MEAN_FRAC_BITS (= ACT_FRAC_BITS) fractional bits, and so do
-        both halves of the output, the mean correction and the scale-index correction."""
-        spec = _ctx_layers(self.m)
-        layers = [quantize_layer(layer, *fracs)
-                  for layer, fracs in zip((self.ctx, *self.params), ctx_fracs(spec), strict=True)]
-        return IntegerCheckerboardContext(spec, *zip(*layers, strict=True))
+        """Post-training quantization into the exact integer network used for coding."""
+        layers = [quantize_layer(*fixed) for fixed in self._fixed_point()]
+        return IntegerCheckerboardContext(_ctx_layers(self.m), *zip(*layers, strict=True))
 
-
-def ctx_fracs(spec: list[tuple[str, int, int, int, int]]) -> list[tuple[int, list[int]]]:
-    """Fractional bits of each integer context layer's input and output channels: MEAN_FRAC_BITS
-    (= ACT_FRAC_BITS) everywhere (see :meth:`CheckerboardContext.to_integer`)."""
-    return [(MEAN_FRAC_BITS, [MEAN_FRAC_BITS] * cout) for _kind, _cin, cout, _k, _s in spec]
+    @torch.no_grad()
+    def load_integer(self, net: IntegerCheckerboardContext) -> None:
+        """The inverse of :meth:`to_integer`: take the weights an integer context network holds."""
+        for i, fixed in enumerate(self._fixed_point()):
+            dequantize_layer(*fixed, *net.params(i))
 
 
 class IntegerCheckerboardContext(IntegerNetwork):

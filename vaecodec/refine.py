@@ -47,8 +47,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .prior import MEAN_FRAC_BITS, gaussian_bits, scale_of_index
-from .quantize import symbols
+from .prior import gaussian_bits, mean_value, scale_of_index
 from .weights import LoadedModel
 
 EFFORT_STEPS = (0, 10, 20)  # gradient steps per tile at effort 0, 1, 2 (40 gained nothing more)
@@ -126,25 +125,23 @@ class _Search:
              target: torch.Tensor) -> torch.Tensor:
         """Adam on a tile's ``inner`` latents, scored on ``target``, the image pixels they own (the
         top-left corner of the tile's own area); the halo is held. Returns the tile's latents."""
-        frac = 2.0**MEAN_FRAC_BITS
         moving = torch.zeros_like(y, dtype=torch.bool)
         moving[inner] = True
         top, left = inner[2].start * 16, inner[3].start * 16
         pixels = (slice(top, top + target.shape[2]), slice(left, left + target.shape[3]))
+        count = target.shape[2] * target.shape[3]
         y = y.clone().requires_grad_(True)
         opt = torch.optim.Adam([y], lr=LEARNING_RATE)
         for step in range(self.steps):
             with torch.no_grad():  # the decoder's own (mean, scale index), from the current anchors
-                mean, index = (mean_hs, index_hs) if self.m.context is None else self.m.context(
-                    symbols(y, mean_hs.double() / frac), mean_hs, index_hs)
-            mu = (mean.double() / frac).float()
+                mean, index = self.m.y_params(y, mean_hs, index_hs)
+            mu = mean_value(mean).float()
             tau = max(TAU_START * math.exp(-TAU_DECAY * step / self.steps), TAU_MIN)
             r = y - mu  # the halo decodes as it stands: hard rounding
             y_hat = mu + torch.where(moving, _soft_round(r, tau, self.generators), torch.round(r.detach()))
             x_hat = self.m.g_s(y_hat * self.inv_gain)[..., pixels[0], pixels[1]]
             sse = (x_hat - target).square().sum(dim=(1, 2, 3))
             bits = (gaussian_bits(y_hat, mu, scale_of_index(index.float())) * moving).sum(dim=(1, 2, 3))
-            count = target.shape[2] * target.shape[3]
             loss = ((self.lam * 255**2 * sse / 3 + bits) / count).sum()
             (grad,) = torch.autograd.grad(loss, y)
             y.grad = grad * moving

@@ -42,10 +42,10 @@ from .prior import (
     IntegerHyperSynthesis,
     _ctx_layers,
     _hs_layers,
-    ctx_fracs,
-    hs_fracs,
+    mean_value,
     scale_table,
 )
+from .quantize import symbols
 from .transforms import AnalysisTransform, QualityGains, SynthesisTransform
 
 DEFAULT_MODEL = "hp128cb-v3"
@@ -117,6 +117,15 @@ class LoadedModel:
     z_coder: TableCoder
     y_coder: TableCoder
     context: IntegerCheckerboardContext | None = None  # the checkerboard context, when the model has one
+
+    def y_params(self, y: torch.Tensor, mean: torch.Tensor, index: torch.Tensor
+                 ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The (mean_int, scale index) the decoder will derive for every position of the float
+        latents y, from h_s's: refined at the non-anchors by the context network from y's anchors
+        (as coded, rounded against h_s's mean) when the model has one."""
+        if self.context is None:
+            return mean, index
+        return self.context(symbols(y, mean_value(mean)), mean, index)
 
     def to(self, device: torch.device) -> LoadedModel:
         for module in (self.g_a, self.g_s, self.h_a, self.gains, self.h_s, self.context):
@@ -205,17 +214,6 @@ def export_checkpoint(ckpt_path: Path, out: Path) -> None:
           f"(model id {model_id.hex()})")
 
 
-def _dequantize(weights: torch.Tensor, biases: torch.Tensor, shifts: torch.Tensor, frac_in: int,
-                frac_out: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
-    """The float (weight, bias) of an integer layer made by :func:`~vaecodec.prior.quantize_layer`:
-    its weights carry ``shift + frac_out - frac_in`` fractional bits, the same for every channel."""
-    frac_w = {int(s) + f - frac_in for s, f in zip(shifts, frac_out, strict=True)}
-    if len(frac_w) != 1:
-        raise ValueError("integer layer with inconsistent shifts")
-    scale = 2.0 ** -frac_w.pop()
-    return weights.double() * scale, biases.double() * scale * 2.0**-frac_in
-
-
 def _fit_z_density(tables: TableSet, n: int, steps: int = 400) -> dict[str, torch.Tensor]:
     """A float z density whose bin masses match the integer z tables (maximum likelihood on the
     tables' own probabilities, escapes left out): the tables are all a weights file keeps of it."""
@@ -236,35 +234,20 @@ def _fit_z_density(tables: TableSet, n: int, steps: int = 400) -> dict[str, torc
     return density.state_dict()
 
 
-def _layer_name(module: str, i: int) -> str:
-    """Layer i of the float h_s or context network, as named in a VAEModel state dict."""
-    if module == "h_s":
-        return f"layers.{i}"
-    return "ctx" if i == 0 else f"params.{i - 1}"
-
-
 def init_from_weights(path: Path) -> dict:
     """A training checkpoint (``config``, ``model``, ``step``) rebuilt from a shipped weights file,
     for ``train --init`` when the run that made the weights is gone: the transforms and gains as
     stored, h_s and the context network dequantized from their integer layers (they re-export to
     the same integers), and the z density refit to the z tables."""
-    blob = torch.load(path, map_location="cpu", weights_only=True)
-    if not isinstance(blob, dict) or blob.get("kind") != FILE_KIND:
-        raise ValueError(f"{path} is not a vaecodec weights file")
-    config = ModelConfig(**blob["config"])
-    tensors = canonical(blob["tensors"])
-    state = {k: v.float() for k, v in tensors.items() if k.split(".")[0] in ("g_a", "g_s", "h_a", "gains")}
-    nets = [("hs", "h_s", _hs_layers(config.n, config.m), hs_fracs)]
-    if config.context == "checkerboard":
-        nets.append(("ctx", "context", _ctx_layers(config.m), ctx_fracs))
-    for prefix, module, spec, fracs in nets:
-        for i, (frac_in, frac_out) in enumerate(fracs(spec)):
-            w, b = _dequantize(*(tensors[f"{prefix}.{c}{i}"] for c in "wbs"), frac_in, frac_out)
-            state[f"{module}.{_layer_name(module, i)}.weight"] = w.float()
-            state[f"{module}.{_layer_name(module, i)}.bias"] = b.float()
-    z_density = _fit_z_density(_tables_from_tensors("z_tables", tensors), config.n)
-    state |= {f"z_density.{k}": v for k, v in z_density.items()}
-    return {"config": blob["config"], "model": state, "step": 0}
+    loaded = load_model(path)
+    model = VAEModel(loaded.config)
+    for part in ("g_a", "g_s", "h_a", "gains"):
+        getattr(model, part).load_state_dict(getattr(loaded, part).state_dict())
+    model.h_s.load_integer(loaded.h_s)
+    if model.context is not None:
+        model.context.load_integer(loaded.context)
+    model.z_density.load_state_dict(_fit_z_density(loaded.z_coder.tables, loaded.config.n))
+    return {"config": loaded.config.to_dict(), "model": model.state_dict(), "step": 0}
 
 
 def load_model(path: Path) -> LoadedModel:
