@@ -49,7 +49,7 @@ fi
 if ! python3 -m vaecodec.train --run-dir runs/slim --export runs/gpu.pt 2>&1 | tee "$out/export.log"; then
     echo "not exportable here: no GPU benches; done with $(left) s of $total left"; exit 0
 fi
-for model in runs/gpu.pt ${CROSS_MODELS:-hp128cb-v3 hp64-v1}; do  # the new weights, then shipped ones
+for model in runs/gpu.pt ${CROSS_MODELS:-hp128cb-v3}; do  # the new weights, then shipped ones
     timeout 60 python3 -m bench.cross_device --data runs/pack/kodak --limit 2 --qualities 1,5,10 \
         --model "$model" --out "$out/cross_device_$(basename "$model" .pt).md" 2>&1 | tail -3
 done

@@ -267,6 +267,15 @@ def test_unknown_model_option(run, png):
     assert not src.with_suffix(".vaez").exists()
 
 
+def test_a_decode_only_model_refuses_compression_in_one_line(run, png):
+    """hp64-v1 ships decode-only (weights.retire_encoder): its files decode, new ones are refused
+    before any output is touched."""
+    src = png("m.png")
+    result = run("compress", src, "--model", "hp64-v1")
+    _clean_error(result, "hp64-v1 is decode-only", "compress with")
+    assert not src.with_suffix(".vaez").exists()
+
+
 def test_16bit_warning_goes_to_stderr(run, tmp_path):
     src = tmp_path / "g16.png"
     Image.fromarray(np.tile(np.linspace(0, 65535, 20), (10, 1)).astype(np.uint16)).save(src)

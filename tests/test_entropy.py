@@ -9,8 +9,10 @@ import torch
 from vaecodec import Codec, CorruptFileError, container, entropy, image
 from vaecodec.codec import quality_to_level
 from vaecodec.entropy import TOTAL, EscapeReader, StreamDecoder, TableSet, quantize_pmf, write_varints
+from vaecodec.model import ModelConfig, VAEModel
 from vaecodec.prior import MEAN_FRAC_BITS, NUM_SCALES
 from vaecodec.quantize import symbols
+from vaecodec.weights import export_model
 
 # ---- quantize_pmf / TableSet ------------------------------------------------------------------
 
@@ -216,10 +218,17 @@ def test_stream_length_not_multiple_of_four():
 
 
 @pytest.fixture(scope="module")
-def plain_codec() -> Codec:
-    """A shipped model without a context model, whose one-part y stream this test re-implements
-    (the two-part stream of context models: tests/test_context.py)."""
-    return Codec(model="hp128-v2", device="cpu")
+def plain_codec(tmp_path_factory) -> Codec:
+    """A model without a context model, whose one-part y stream this test re-implements (the
+    two-part stream of context models: tests/test_context.py). A small random one: the shipped
+    plain hyperpriors are decode-only."""
+    torch.manual_seed(7)
+    model = VAEModel(ModelConfig(n=16, m=32)).eval()
+    with torch.no_grad():
+        model.g_a[-1].weight.mul_(30)  # latents of a few units, as a trained model's, not all zero
+    path = tmp_path_factory.mktemp("plain") / "plain.pt"
+    export_model(model, path)
+    return Codec(model=str(path), device="cpu")
 
 
 @pytest.mark.parametrize("quality", [2.0, 6.25])

@@ -39,7 +39,7 @@ def test_tiled_transforms_equal_the_whole_image():
     from vaecodec import Codec
     from vaecodec.transforms import tiled
 
-    m = Codec("hp128-v2", device="cpu").model
+    m = Codec(device="cpu").model
     torch.manual_seed(0)
     x = torch.rand(1, 3, 7 * 16, 10 * 16)
     y = torch.randn(1, m.g_s[0].in_channels, 7, 10) * 3

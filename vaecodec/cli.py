@@ -49,9 +49,12 @@ def _outputs(inputs: tuple[Path, ...], output: Path | None, suffix: str) -> list
     return [output / p.with_suffix(suffix).name for p in inputs]
 
 
-def _load_codec(model: str | None, device: str) -> Codec:
+def _load_codec(model: str | None, device: str, compress: bool = False) -> Codec:
     try:
-        return Codec(model, device)
+        codec = Codec(model, device)
+        if compress:
+            codec.require_encoder()
+        return codec
     except VaecodecError as exc:
         _error(str(exc))
         sys.exit(1)
@@ -108,7 +111,7 @@ def compress(inputs: tuple[Path, ...], output: Path | None, quality: float, effo
              force: bool, model: str | None) -> None:
     """Compress images (PNG, JPEG, WebP, ... anything Pillow reads) to .vaez files."""
     pairs = list(zip(inputs, _outputs(inputs, output, ".vaez"), strict=True))
-    codec = _load_codec(model, device)
+    codec = _load_codec(model, device, compress=True)
 
     def job(src: Path, dst: Path) -> str:
         image.check_writable(dst, force)

@@ -137,6 +137,13 @@ class Codec:
             raise VaecodecError(str(exc)) from None
         self._by_id: dict[bytes, LoadedModel] = {self.model.model_id: self.model}
 
+    def require_encoder(self) -> None:
+        """Raise VaecodecError if this codec's model is decode-only (weights.retire_encoder): such a
+        model ships to decode the files made with it, not to make new ones."""
+        if self.model.g_a is None:
+            raise VaecodecError(f"model {self.model.name} is decode-only (kept to decode the files made "
+                                f"with it); compress with {DEFAULT_MODEL}")
+
     @property
     def default_batch_size(self) -> int:
         """Images per network pass when the caller does not say (see the module docstring)."""
@@ -169,6 +176,7 @@ class Codec:
     ) -> list[bytes | VaecodecError]:
         """Compress many images with one model; results are in input order. ``effort`` (0..2)
         trades encoding time for smaller files at the same quality (see :mod:`vaecodec.refine`)."""
+        self.require_encoder()
         quality = check_quality(quality)
         effort = check_effort(effort)
         pics = [_guard(on_error, lambda src=src: image.load(src)) for src in images]

@@ -3,6 +3,7 @@
     python -m vaecodec.train --run-dir runs/hp --steps 20000           # train (resumes if runs/hp exists)
     torchrun --nproc_per_node 8 -m vaecodec.train --run-dir runs/hp    # the same on 8 GPUs (or CPU procs)
     python -m vaecodec.train --run-dir runs/hp --export weights/NAME.pt  # export the latest checkpoint
+    python -m vaecodec.train --retire weights/OLD.pt     # make a superseded model decode-only, in place
 
 One script, top to bottom: data (random crops, random downscaling, flips, all sources held in memory),
 model, Adam with warm-up and cosine decay, gradient clipping, an optional EMA of the weights, periodic
@@ -38,7 +39,7 @@ from torch.nn import functional as F
 from torch.nn.parallel import DistributedDataParallel
 
 from .model import ModelConfig, VAEModel
-from .weights import FILE_KIND, export_checkpoint, init_from_weights
+from .weights import FILE_KIND, export_checkpoint, init_from_weights, retire_encoder
 
 DEFAULT_DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "data"
 
@@ -298,7 +299,10 @@ def train(args: argparse.Namespace) -> None:
     elif args.init:
         ckpt = torch.load(args.init, map_location="cpu", weights_only=False)
         if isinstance(ckpt, dict) and ckpt.get("kind") == FILE_KIND:  # a shipped weights file
-            ckpt = init_from_weights(Path(args.init))
+            try:
+                ckpt = init_from_weights(Path(args.init))
+            except ValueError as exc:
+                raise SystemExit(f"error: {exc}") from None
     config = ModelConfig(**ckpt["config"]) if ckpt else ModelConfig(n=args.n, m=args.m, context=args.context)
     grow = not step and ckpt is not None and config.context == "none" and args.context != "none"
     if grow:  # --init from a plain hyperprior with --context: add the (zero-started) context model
@@ -403,6 +407,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--data", default=os.environ.get("VAECODEC_DATA", str(DEFAULT_DATA)),
                    help="folder holding train/ and kodak/ (default ../shared/data or $VAECODEC_DATA)")
     p.add_argument("--export", metavar="WEIGHTS", help="export the run's checkpoint to this weights file")
+    p.add_argument("--retire", metavar="WEIGHTS", type=Path,
+                   help="rewrite this weights file decode-only, in place, keeping its model id "
+                        "(weights.retire_encoder): how a superseded model stays in the package")
     p.add_argument("--slim", metavar="FILE", type=Path,
                    help="write the run's latest weights (the EMA if kept) in float16, without optimizer "
                         "state, to FILE: small enough to copy off a time-boxed machine; --init and "
@@ -449,8 +456,16 @@ def main(argv: list[str] | None = None) -> None:
     args = p.parse_args(argv)
     if args.pack:
         pack(Path(args.data), args.pack, args.pack_mib, args.val_images)
+    elif args.retire:
+        try:
+            size = args.retire.stat().st_size
+            model_id = retire_encoder(args.retire, args.retire)
+        except (OSError, ValueError) as exc:
+            raise SystemExit(f"error: {exc}") from None
+        print(f"{args.retire}: decode-only, {size / 1e6:.1f} -> {args.retire.stat().st_size / 1e6:.1f} MB, "
+              f"model id {model_id.hex()}")
     elif not args.run:
-        p.error("--run-dir is required (except with --pack)")
+        p.error("--run-dir is required (except with --pack and --retire)")
     elif args.export:
         try:
             export_checkpoint(Path(args.run) / "last.pt", Path(args.export))

@@ -1,0 +1,101 @@
+"""Weights files: compressed storage and decode-only (retired) models keep their model ids, and a
+damaged file is refused rather than decoded into garbage."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from vaecodec import Codec
+from vaecodec.errors import VaecodecError
+from vaecodec.model import ModelConfig, VAEModel
+from vaecodec.train import main as train_main
+from vaecodec.weights import (
+    FILE_KIND,
+    _pack,
+    _unpack,
+    compact,
+    export_model,
+    init_from_weights,
+    load_model,
+    read_weights,
+    retire_encoder,
+)
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory) -> Path:
+    torch.manual_seed(5)
+    path = tmp_path_factory.mktemp("w") / "tiny.pt"
+    export_model(VAEModel(ModelConfig(n=8, m=16)).eval(), path)
+    return path
+
+
+def _states_equal(a: torch.nn.Module, b: torch.nn.Module) -> bool:
+    sa, sb = a.state_dict(), b.state_dict()
+    return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
+def test_files_of_the_plain_storage_still_load_to_the_same_model(tiny, tmp_path):
+    assert torch.load(tiny, weights_only=True)["storage"] == "zlib"
+    config, tensors, _ = read_weights(tiny)
+    plain = tmp_path / "plain.pt"  # how weights files were stored before zlib
+    torch.save({"kind": FILE_KIND, "config": config, "tensors": compact(tensors)}, plain)
+    a, b = load_model(tiny), load_model(plain)
+    assert a.model_id == b.model_id
+    assert _states_equal(a.g_s, b.g_s) and _states_equal(a.h_s, b.h_s)
+    assert tiny.stat().st_size < plain.stat().st_size
+
+
+def test_a_retired_model_decodes_its_files_and_refuses_new_ones(tiny, tmp_path, make_image):
+    full = Codec(str(tiny), device="cpu")
+    data = full.compress(make_image(40, 56, seed=2), 5)
+    retired = tmp_path / "tiny.pt"
+    assert retire_encoder(tiny, retired) == full.model.model_id
+    m = load_model(retired)
+    assert m.g_a is None and m.h_a is None and m.model_id == full.model.model_id
+    assert retired.stat().st_size < 0.8 * tiny.stat().st_size
+
+    codec = Codec(str(retired), device="cpu")
+    got, expected = codec.decode_integers(data), full.decode_integers(data)
+    assert all(np.array_equal(got[k], expected[k]) for k in expected)
+    assert np.array_equal(np.asarray(codec.decompress(data)), np.asarray(full.decompress(data)))
+    with pytest.raises(VaecodecError, match="tiny is decode-only"):
+        codec.compress(make_image(16, 16), 5)
+    with pytest.raises(ValueError, match="decode-only"):
+        init_from_weights(retired)
+    with pytest.raises(ValueError, match="already decode-only"):
+        retire_encoder(retired, tmp_path / "again.pt")
+
+
+def test_train_retire_rewrites_in_place(tiny, tmp_path, capsys):
+    path = tmp_path / "w.pt"
+    path.write_bytes(tiny.read_bytes())
+    train_main(["--retire", str(path)])
+    assert load_model(path).g_a is None
+    assert load_model(path).model_id.hex() in capsys.readouterr().out
+    with pytest.raises(SystemExit, match="already decode-only"):
+        train_main(["--retire", str(path)])
+
+
+def test_a_damaged_decode_only_file_is_refused(tiny, tmp_path):
+    """Its id is stored, not computed, so the digest of the kept tensors is what catches damage."""
+    retired = tmp_path / "r.pt"
+    retire_encoder(tiny, retired)
+    blob = torch.load(retired, weights_only=True)
+    bias = _unpack({"b": blob["tensors"]["g_s.0.bias"]})["b"].clone()
+    bias[0] += 1  # a valid, well-formed tensor with one changed value
+    blob["tensors"]["g_s.0.bias"] = _pack({"b": bias})["b"]
+    torch.save(blob, tmp_path / "changed.pt")
+    with pytest.raises(ValueError, match="digest mismatch"):
+        load_model(tmp_path / "changed.pt")
+
+    blob = torch.load(retired, weights_only=True)
+    stream = blob["tensors"]["g_s.0.weight"]["zlib"]
+    stream[len(stream) // 2] ^= 0xFF  # a damaged compressed stream
+    torch.save(blob, tmp_path / "flipped.pt")
+    with pytest.raises(ValueError, match="damaged vaecodec weights file"):
+        load_model(tmp_path / "flipped.pt")
