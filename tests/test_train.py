@@ -168,9 +168,9 @@ def test_shipped_weights_rebuild_into_a_trainable_model(tmp_path):
     dequantized, the z density refit to its tables) it re-exports to the same integer networks and
     nearly the same z tables, so fine-tuning starts from the shipped model's rate-distortion."""
     from vaecodec.model import ModelConfig, VAEModel
-    from vaecodec.weights import available_models, export_model, init_from_weights, load_model
+    from vaecodec.weights import DEFAULT_MODEL, available_models, export_model, init_from_weights, load_model
 
-    shipped = available_models()["hp128cb-v3"]
+    shipped = available_models()[DEFAULT_MODEL]
     ckpt = init_from_weights(shipped)
     model = VAEModel(ModelConfig(**ckpt["config"]))
     model.load_state_dict(ckpt["model"])  # strict: every parameter is there
