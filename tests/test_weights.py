@@ -99,17 +99,3 @@ def test_a_damaged_decode_only_file_is_refused(tiny, tmp_path):
     torch.save(blob, tmp_path / "flipped.pt")
     with pytest.raises(ValueError, match="damaged vaecodec weights file"):
         load_model(tmp_path / "flipped.pt")
-
-
-def test_a_residual_transform_model_exports_and_codes(tmp_path, make_image):
-    """The transform family is part of the config (so of the id) and rebuilt from it on load."""
-    torch.manual_seed(6)
-    model = VAEModel(ModelConfig(n=8, m=16, transform="gdn-res")).eval()
-    path = tmp_path / "res.pt"
-    model_id = export_model(model, path)
-    codec = Codec(str(path), device="cpu")
-    assert codec.model.model_id == model_id and codec.model.config.transform == "gdn-res"
-    img = make_image(40, 56, seed=3)
-    with torch.no_grad():
-        assert torch.equal(codec.model.g_s[2].conv1.weight, model.g_s[2].conv1.weight)
-    assert codec.decompress(codec.compress(img, 5)).size == (56, 40)

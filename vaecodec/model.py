@@ -25,7 +25,7 @@ from .prior import (
     scale_of_index,
 )
 from .quantize import add_noise, ste_round
-from .transforms import TRANSFORMS, AnalysisTransform, QualityGains, SynthesisTransform
+from .transforms import AnalysisTransform, QualityGains, SynthesisTransform
 
 # Rate-distortion weights of the quality levels: loss = lambda * 255^2 * MSE + bpp.
 # Eight levels, geometric from CompressAI's lowest MSE lambda (0.0018) to 0.1.
@@ -69,26 +69,18 @@ class ModelConfig:
     # "checkerboard": a context model on top of the hyperprior (prior.CheckerboardContext), coded in
     # two passes (codec.py, docs/format.md)
     context: str = "none"
-    transform: str = "gdn"  # "gdn-res": residual blocks in g_a/g_s (transforms.TRANSFORMS)
 
     def __post_init__(self) -> None:
         if self.context not in CONTEXTS:
             raise ValueError(f"unknown context model {self.context!r} (known: {', '.join(CONTEXTS)})")
-        if self.transform not in TRANSFORMS:
-            raise ValueError(f"unknown transform {self.transform!r} (known: {', '.join(TRANSFORMS)})")
-
-    @property
-    def blocks(self) -> bool:
-        return self.transform == "gdn-res"
 
     def to_dict(self) -> dict:
-        """The config as stored in checkpoints and weights files. ``context`` and ``transform`` are
-        left out at their defaults, so the config of a model without them (and with it the model id
-        of its weights) reads as it did before they existed."""
+        """The config as stored in checkpoints and weights files. ``context`` is left out when it is
+        "none", so the plain hyperprior's config (and with it the model id of its weights) reads as
+        it did before context models existed."""
         d = asdict(self)
-        for key, default in (("context", "none"), ("transform", "gdn")):
-            if d[key] == default:
-                del d[key]
+        if self.context == "none":
+            del d["context"]
         return d
 
 
@@ -99,8 +91,8 @@ class VAEModel(nn.Module):
         super().__init__()
         self.config = config
         n, m = config.n, config.m
-        self.g_a = AnalysisTransform(n, m, config.blocks)
-        self.g_s = SynthesisTransform(n, m, config.blocks)
+        self.g_a = AnalysisTransform(n, m)
+        self.g_s = SynthesisTransform(n, m)
         self.h_a = HyperAnalysis(n, m)
         self.h_s = HyperSynthesis(n, m)
         self.z_density = FactorizedDensity(n)

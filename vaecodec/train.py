@@ -39,7 +39,6 @@ from torch.nn import functional as F
 from torch.nn.parallel import DistributedDataParallel
 
 from .model import ModelConfig, VAEModel
-from .transforms import TRANSFORMS
 from .weights import FILE_KIND, export_checkpoint, init_from_weights, retire_encoder
 
 DEFAULT_DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "data"
@@ -304,8 +303,7 @@ def train(args: argparse.Namespace) -> None:
                 ckpt = init_from_weights(Path(args.init))
             except ValueError as exc:
                 raise SystemExit(f"error: {exc}") from None
-    config = ModelConfig(**ckpt["config"]) if ckpt else \
-        ModelConfig(n=args.n, m=args.m, context=args.context, transform=args.transform)
+    config = ModelConfig(**ckpt["config"]) if ckpt else ModelConfig(n=args.n, m=args.m, context=args.context)
     grow = not step and ckpt is not None and config.context == "none" and args.context != "none"
     if grow:  # --init from a plain hyperprior with --context: add the (zero-started) context model
         config = ModelConfig(**{**ckpt["config"], "context": args.context})
@@ -437,9 +435,6 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--context", choices=["none", "checkerboard"], default="none",
                    help="context model of a new run; with --init from a model without one, it is added "
                         "(starting as the identity, so training starts from the plain hyperprior)")
-    p.add_argument("--transform", choices=TRANSFORMS, default="gdn",
-                   help="g_a/g_s of a new run: the GDN stack, or with residual blocks "
-                        "(transforms.TRANSFORMS)")
     p.add_argument("--N", dest="n", type=int, default=64, help="channels of g_a/g_s hidden layers and of z")
     p.add_argument("--M", dest="m", type=int, default=128, help="channels of y")
     p.add_argument("--stop-at", type=int, metavar="STEP",

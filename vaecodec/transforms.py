@@ -60,59 +60,33 @@ def _deconv(cin: int, cout: int, k: int = 5, stride: int = 2) -> nn.ConvTranspos
     return nn.ConvTranspose2d(cin, cout, k, stride=stride, padding=k // 2, output_padding=stride - 1)
 
 
-class ResidualBlock(nn.Module):
-    """``x + conv3x3(leaky_relu(conv3x3(x)))``: depth at a fixed width, the "gdn-res" transforms'
-    addition (after He et al. 2016; Cheng et al. 2020 and ELIC build their transforms from such
-    blocks)."""
-
-    def __init__(self, channels: int) -> None:
-        super().__init__()
-        self.conv1 = nn.Conv2d(channels, channels, 3, padding=1)
-        self.conv2 = nn.Conv2d(channels, channels, 3, padding=1)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x + self.conv2(F.leaky_relu(self.conv1(x), 0.2))
-
-
-# Transform families (ModelConfig.transform). "gdn-res" adds a residual block at the 1/4 and 1/8
-# resolution stages of g_a and g_s (not at 1/2, where it would triple the transforms' cost): about
-# 1.6x the multiply-adds at the same N. Each block widens the receptive field by 1 px per 3x3 conv
-# at its stage, 0.5 + 1 latent cells in all, hence the larger tiling halo.
-TRANSFORMS = ("gdn", "gdn-res")
-
-
 class AnalysisTransform(nn.Sequential):
     """g_a: RGB in [0, 1], shape (B, 3, H, W) with H, W multiples of 16 -> y, (B, M, H/16, W/16)."""
 
-    def __init__(self, n: int, m: int, blocks: bool = False) -> None:
-        res = [ResidualBlock(n)] if blocks else []
+    def __init__(self, n: int, m: int) -> None:
         super().__init__(
             _conv(3, n), SimplifiedGDN(n),
-            _conv(n, n), SimplifiedGDN(n), *res,
-            _conv(n, n), SimplifiedGDN(n), *[ResidualBlock(n) for _ in res],
+            _conv(n, n), SimplifiedGDN(n),
+            _conv(n, n), SimplifiedGDN(n),
             _conv(n, m),
         )
-        self.halo = HALO + 1 if blocks else HALO
 
 
 class SynthesisTransform(nn.Sequential):
     """g_s: y_hat (B, M, h, w) -> RGB estimate (B, 3, 16h, 16w), not yet clamped to [0, 1]."""
 
-    def __init__(self, n: int, m: int, blocks: bool = False) -> None:
-        res = [ResidualBlock(n)] if blocks else []
+    def __init__(self, n: int, m: int) -> None:
         super().__init__(
-            _deconv(m, n), SimplifiedGDN(n, inverse=True), *res,
-            _deconv(n, n), SimplifiedGDN(n, inverse=True), *[ResidualBlock(n) for _ in res],
+            _deconv(m, n), SimplifiedGDN(n, inverse=True),
+            _deconv(n, n), SimplifiedGDN(n, inverse=True),
             _deconv(n, n), SimplifiedGDN(n, inverse=True),
             _deconv(n, 3),
         )
-        self.halo = HALO + 1 if blocks else HALO
 
 
 # Tiling of the transforms for large images. Both transforms are convolutional with a receptive field
 # of under 2 latent positions (the 5x5 stride-2 layers add at most 1 + 1/2 + 1/4 + 1/8 < 2 latent
-# cells of context; the "gdn-res" blocks 1.5 more, so their transforms carry a halo of HALO + 1), so
-# a tile computed with that many latent cells of real neighbours around it equals the
+# cells of context), so a tile computed with HALO latent cells of real neighbours around it equals the
 # whole-image result up to float rounding. Peak memory then follows the tile, not the image
 # (bench.speed: a 4000x3000 photo needed 5.4 GB whole on the CPU). Images up to TILE latent cells
 # (768 px) on each side, Kodak included, are not tiled.
@@ -121,11 +95,9 @@ HALO = 3
 
 
 def tiled(net: nn.Module, x: torch.Tensor, in_cell: int, out_cell: int,
-          tile: int = TILE, halo: int | None = None) -> torch.Tensor:
+          tile: int = TILE, halo: int = HALO) -> torch.Tensor:
     """``net(x)`` computed tile by tile on the latent grid. One latent cell is ``in_cell`` input
-    and ``out_cell`` output positions per side: 16 and 1 for g_a, 1 and 16 for g_s. The halo is the
-    transform's own (``net.halo``) unless given."""
-    halo = net.halo if halo is None else halo
+    and ``out_cell`` output positions per side: 16 and 1 for g_a, 1 and 16 for g_s."""
     h, w = x.shape[2] // in_cell, x.shape[3] // in_cell
     if h <= tile and w <= tile:
         return net(x)
