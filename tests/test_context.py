@@ -48,7 +48,7 @@ def test_export_is_deterministic_and_compact(ctx_codec, context_model, tmp_path)
     again = tmp_path / "again.pt"
     assert export_model(context_model, again) == m.model_id
     assert load_model(again).model_id == m.model_id
-    assert torch.load(again, weights_only=True)["tensors"]["ctx.w0"]["dtype"] == "int16"
+    assert torch.load(again, weights_only=True)["tensors"]["ctx.w0"].dtype == torch.int16
 
 
 def test_a_damaged_weights_file_is_refused_with_one_line(ctx_weights, tmp_path):
