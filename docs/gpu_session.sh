@@ -25,7 +25,7 @@ export PYTHONUNBUFFERED=1
 { nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv; python3 -c "import torch; print(torch.__version__)"; } \
     > "$out/machine.txt" 2>&1
 
-flags=(--run-dir "$run" --data runs/pack --crop 256 --batch 16 --N 128 --M 192 --lr 4e-4 --warmup 500
+flags=(--run-dir "$run" --data runs/pack --crop 256 --batch 16 --N 128 --M 192 --lr 4e-4 --warmup 500 --ema 0.999
        --val-every 1000000000 --log-every 50 --ckpt-every 500 ${EXTRA:-})
 calibrate() { python3 -m vaecodec.train "${flags[@]}" --steps 1000000000 --stop-at "$calib" 2>&1 | tee -a "$out/train.log"; }
 if ! calibrate; then  # bfloat16 is the one CUDA-only path the CPU tests cannot reach: fall back to float32
