@@ -99,3 +99,14 @@ def test_a_damaged_decode_only_file_is_refused(tiny, tmp_path):
     torch.save(blob, tmp_path / "flipped.pt")
     with pytest.raises(ValueError, match="damaged vaecodec weights file"):
         load_model(tmp_path / "flipped.pt")
+
+
+def test_a_full_file_missing_its_encoder_is_damaged_not_decode_only(tiny, tmp_path):
+    """Only a file written decode-only (with its stored id) may lack g_a; anywhere else a missing
+    tensor is damage."""
+    blob = torch.load(tiny, weights_only=True)
+    for name in [k for k in blob["tensors"] if k.startswith("g_a.")]:
+        del blob["tensors"][name]
+    torch.save(blob, tmp_path / "no_g_a.pt")
+    with pytest.raises(ValueError, match="damaged vaecodec weights file"):
+        load_model(tmp_path / "no_g_a.pt")

@@ -319,22 +319,22 @@ def init_from_weights(path: Path) -> dict:
 def load_model(path: Path) -> LoadedModel:
     """Load a weights file; raises ValueError if it is not a valid vaecodec weights file."""
     config, tensors, blob = read_weights(path)
-    if "model_id" in blob:  # decode-only: the id is stored, the kept tensors checked by their digest
+    decode_only = "model_id" in blob
+    if decode_only:  # the id is stored; the kept tensors are checked by their digest
         if model_id_of(config, tensors).hex() != blob.get("decoder_digest"):
             raise ValueError(f"{path} is a damaged vaecodec weights file (decoder digest mismatch)")
         model_id = bytes.fromhex(blob["model_id"])
     else:
         model_id = model_id_of(config, tensors)
     try:
-        return _build(path, config, tensors, model_id)
+        return _build(path, config, tensors, model_id, encoder=not decode_only)
     except (KeyError, TypeError, AttributeError, RuntimeError) as exc:  # missing or misshapen tensors
         raise ValueError(f"{path} is a damaged vaecodec weights file ({type(exc).__name__}: {exc})") from None
 
 
-def _build(path: Path, config_dict: dict, tensors: dict[str, torch.Tensor], model_id: bytes
-           ) -> LoadedModel:
+def _build(path: Path, config_dict: dict, tensors: dict[str, torch.Tensor], model_id: bytes,
+           encoder: bool) -> LoadedModel:
     config = ModelConfig(**config_dict)
-    encoder = any(k.startswith("g_a.") for k in tensors)
     n, m = config.n, config.m
 
     def build(module: nn.Module, prefix: str) -> nn.Module:
@@ -360,4 +360,3 @@ def _build(path: Path, config_dict: dict, tensors: dict[str, torch.Tensor], mode
         y_coder=TableCoder(_tables_from_tensors("y_tables", tensors)),
         context=context,
     )
-
