@@ -276,6 +276,21 @@ def test_a_decode_only_model_refuses_compression_in_one_line(run, png):
     assert not src.with_suffix(".vaez").exists()
 
 
+def test_models_lists_every_shipped_model_with_its_role(run):
+    from vaecodec.weights import DEFAULT_MODEL, available_models, load_model
+
+    result = run("models")
+    assert result.exit_code == 0
+    lines = result.output.splitlines()
+    assert len(lines) == len(available_models())
+    for name, path in available_models().items():
+        line = next(line for line in lines if line.startswith(f"{name}: "))
+        m = load_model(path)
+        assert m.model_id.hex() in line
+        assert ("decode-only" in line) == (m.g_a is None)
+        assert ("(default)" in line) == (name == DEFAULT_MODEL)
+
+
 def test_16bit_warning_goes_to_stderr(run, tmp_path):
     src = tmp_path / "g16.png"
     Image.fromarray(np.tile(np.linspace(0, 65535, 20), (10, 1)).astype(np.uint16)).save(src)

@@ -1,4 +1,4 @@
-"""Command line: ``vaecodec compress | decompress | info``, a thin layer over :class:`Codec`.
+"""Command line: ``vaecodec compress | decompress | info | models``, a thin layer over :class:`Codec`.
 
 Conventions (as cjxl/avifenc users expect): outputs go next to the inputs with the extension
 swapped unless ``-o`` names a file (one input) or a folder (several inputs); nothing is overwritten
@@ -23,6 +23,7 @@ from . import __version__, image
 from .codec import DEFAULT_EFFORT, DEFAULT_QUALITY, QUALITY_MAX, QUALITY_MIN, Codec
 from .errors import VaecodecError
 from .refine import EFFORT_MAX
+from .weights import DEFAULT_MODEL, available_models, load_model
 
 
 def _error(msg: str) -> None:
@@ -159,6 +160,25 @@ def info(inputs: tuple[Path, ...]) -> None:
                 f"model {header.model_id.hex()}, format {header.version}, {size} bytes, {bpp:.3f} bpp")
 
     _run_all([(p, p) for p in inputs], job)
+
+
+@main.command()
+def models() -> None:
+    """List the shipped models: name, model id, and whether it compresses or only decodes the
+    files made with it (a retired model, see weights/README.md)."""
+    failed = False
+    for name, path in available_models().items():
+        try:
+            m = load_model(path)
+        except ValueError as exc:
+            _error(str(exc))
+            failed = True
+            continue
+        role = "decode-only (decodes the files made with it)" if m.g_a is None else \
+            "compresses and decodes" + (" (default)" if name == DEFAULT_MODEL else "")
+        click.echo(f"{name}: model {m.model_id.hex()}, {role}, {path.stat().st_size / 1e6:.1f} MB")
+    if failed:
+        sys.exit(1)
 
 
 def entry() -> None:
