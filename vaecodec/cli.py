@@ -174,7 +174,7 @@ def models() -> None:
             _error(str(exc))
             failed = True
             continue
-        role = "decode-only (decodes the files made with it)" if m.g_a is None else \
+        role = "decode-only (decodes the files made with it)" if m.decode_only else \
             "compresses and decodes" + (" (default)" if name == DEFAULT_MODEL else "")
         click.echo(f"{name}: model {m.model_id.hex()}, {role}, {path.stat().st_size / 1e6:.1f} MB")
     if failed:

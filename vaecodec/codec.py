@@ -140,7 +140,7 @@ class Codec:
     def require_encoder(self) -> None:
         """Raise VaecodecError if this codec's model is decode-only (weights.retire_encoder): such a
         model ships to decode the files made with it, not to make new ones."""
-        if self.model.g_a is None:
+        if self.model.decode_only:
             raise VaecodecError(f"model {self.model.name} is decode-only (kept to decode the files made "
                                 f"with it); compress with {DEFAULT_MODEL}")
 

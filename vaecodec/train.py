@@ -39,7 +39,7 @@ from torch.nn import functional as F
 from torch.nn.parallel import DistributedDataParallel
 
 from .model import ModelConfig, VAEModel
-from .weights import FILE_KIND, export_checkpoint, init_from_weights, retire_encoder
+from .weights import FILE_KIND, export_checkpoint, init_from_weights, retire_encoder, save_atomic
 
 DEFAULT_DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "data"
 
@@ -205,12 +205,6 @@ def validate(model: VAEModel, images: list[np.ndarray], levels: list[int]) -> li
         rows.append({"level": level, "bpp": float(np.mean(bpp)), "psnr": float(np.mean(psnr))})
     model.train(was_training)
     return rows
-
-
-def save_atomic(obj: dict, path: Path) -> None:
-    tmp = path.with_suffix(".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
 
 
 def append_csv(path: Path, row: dict) -> None:

@@ -129,6 +129,11 @@ class LoadedModel:
     y_coder: TableCoder
     context: IntegerCheckerboardContext | None = None  # the checkerboard context, when the model has one
 
+    @property
+    def decode_only(self) -> bool:
+        """A retired model (:func:`retire_encoder`): it decodes the files made with it, no more."""
+        return self.g_a is None
+
     def y_params(self, y: torch.Tensor, mean: torch.Tensor, index: torch.Tensor
                  ) -> tuple[torch.Tensor, torch.Tensor]:
         """The (mean_int, scale index) the decoder will derive for every position of the float
@@ -210,7 +215,8 @@ def export_model(model: VAEModel, path: Path) -> bytes:
 def save_weights(config: dict, tensors: dict[str, torch.Tensor], path: Path) -> bytes:
     """Write a weights file (atomically, tensors stored :func:`compact`); returns its model id."""
     tensors = canonical(tensors)
-    _write(path, {"kind": FILE_KIND, "config": config, "tensors": compact(tensors)})
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_atomic({"kind": FILE_KIND, "config": config, "tensors": compact(tensors)}, path)
     return model_id_of(config, tensors)
 
 
@@ -222,8 +228,8 @@ def retire_encoder(path: Path, out: Path) -> bytes:
         raise ValueError(f"{path} is already decode-only")
     model_id = model_id_of(config, tensors)
     kept = {k: v for k, v in tensors.items() if not k.startswith(tuple(p + "." for p in ENCODER_PARTS))}
-    _write(out, {"kind": FILE_KIND, "config": config, "storage": "zlib", "tensors": _pack(kept),
-                 "model_id": model_id.hex(), "decoder_digest": model_id_of(config, kept).hex()})
+    save_atomic({"kind": FILE_KIND, "config": config, "storage": "zlib", "tensors": _pack(kept),
+                 "model_id": model_id.hex(), "decoder_digest": model_id_of(config, kept).hex()}, out)
     return model_id
 
 
@@ -248,10 +254,11 @@ def _unpack(packed: dict[str, dict]) -> dict[str, torch.Tensor]:
     return out
 
 
-def _write(path: Path, blob: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
+def save_atomic(obj: dict, path: Path) -> None:
+    """torch.save through a temporary file and a rename, so an interrupted write leaves no partial
+    file (weights files here, checkpoints in train.py)."""
     tmp = path.with_suffix(".tmp")
-    torch.save(blob, tmp)
+    torch.save(obj, tmp)
     os.replace(tmp, path)
 
 
@@ -304,7 +311,7 @@ def init_from_weights(path: Path) -> dict:
     stored, h_s and the context network dequantized from their integer layers (they re-export to
     the same integers), and the z density refit to the z tables."""
     loaded = load_model(path)
-    if loaded.g_a is None:
+    if loaded.decode_only:
         raise ValueError(f"{path} is decode-only: it has no encoder to fine-tune")
     model = VAEModel(loaded.config)
     for part in ("g_a", "g_s", "h_a", "gains"):
