@@ -227,11 +227,14 @@ class EMA:
 
     @torch.no_grad()
     def update(self, model: VAEModel, step: int) -> None:
+        """One multi-tensor lerp for all floating tensors: a kernel per tensor would add a few
+        hundred launches to a GPU step that is bound by launches, not arithmetic."""
         d = min(self.decay, (1 + step) / (10 + step))
-        for avg, new in zip(self.model.state_dict().values(), model.state_dict().values(), strict=True):
-            if avg.is_floating_point():
-                avg.lerp_(new, 1 - d)
-            else:
+        pairs = list(zip(self.model.state_dict().values(), model.state_dict().values(), strict=True))
+        floats = [(avg, new) for avg, new in pairs if avg.is_floating_point()]
+        torch._foreach_lerp_([a for a, _ in floats], [n for _, n in floats], 1 - d)
+        for avg, new in pairs:
+            if not avg.is_floating_point():
                 avg.copy_(new)
 
 
@@ -310,7 +313,8 @@ def train(args: argparse.Namespace) -> None:
     if device.type == "cuda":
         model.to(memory_format=torch.channels_last)
     ema = EMA(model, args.ema) if args.ema else None
-    opt = torch.optim.Adam(model.parameters(), lr=args.lr)
+    # fused on CUDA: one kernel for the whole update (the step is launch-bound there)
+    opt = torch.optim.Adam(model.parameters(), lr=args.lr, fused=device.type == "cuda")
     if ckpt and step:  # resuming this run: everything, exactly
         opt.load_state_dict(ckpt["optimizer"])
         if ema and "ema" in ckpt:
