@@ -8,13 +8,19 @@
 # TOTAL_S is the whole script's budget, BENCH_S the part kept for the benches. Training is calibrated
 # first (CALIB steps, inside the learning-rate warm-up, where the schedule's total does not matter
 # yet), then resumed with --steps set so that the cosine decay ends when the time does. Everything
-# worth keeping goes to $OUT: the logs, the float16 slim copy of the weights, and the bench results.
+# worth keeping goes to $OUT: the float16 slim copy of the weights, and results.tar with the logs and
+# the bench results.
 # EXTRA (appended to the training flags, so it wins) and CALIB exist for a dry run on a CPU.
 set -uo pipefail
 total=${1:?TOTAL_S}; bench=${2:?BENCH_S}; run=${3:-runs/gpu}; calib=${CALIB:-300}
 start=$(date +%s)
 left() { echo $((total - ($(date +%s) - start))); }
 out=${OUT:?set OUT to a folder for the results}
+# At most 8 files come back from $OUT (2026-11-26: the CSV logs and the effort bench were left out),
+# so on exit everything but the slim copy's parts goes into one results.tar.
+bundle() { (cd "$out" && find . -type f ! -name 'slim.pt*' ! -name results.tar -printf '%P\n' \
+    | tar -cf results.tar --remove-files -T - && find . -mindepth 1 -type d -empty -delete); }
+trap bundle EXIT
 
 if compgen -G ".whl/*.whl" >/dev/null; then
     python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site \
