@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from vaecodec import Codec, CorruptFileError, UnsupportedFileError, VaecodecError, container
-from vaecodec.weights import read_weights, save_weights
+from vaecodec.weights import available_models, read_weights, save_weights
 
 
 def _header_len(data: bytes) -> int:
@@ -232,6 +232,8 @@ def test_file_from_another_model(codec, make_image, other_model):
     with pytest.raises(UnsupportedFileError) as info:
         codec.decompress(data)
     assert other.model.model_id.hex() in str(info.value)
+    for name in available_models():  # the error names every model this version could decode with
+        assert name in str(info.value)
     assert other.decompress(data).size == (24, 16)  # fine with the right model
     res = codec.decompress_batch([data, codec.compress(img, 5)], on_error="return")
     assert isinstance(res[0], UnsupportedFileError) and res[1].size == (24, 16)
