@@ -3,6 +3,7 @@ damaged file is refused rather than decoded into garbage."""
 
 from __future__ import annotations
 
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +20,9 @@ from vaecodec.weights import (
     export_model,
     init_from_weights,
     load_model,
+    read_weights,
     retire_encoder,
+    save_weights,
 )
 
 
@@ -41,7 +44,7 @@ def test_a_decode_only_file_keeps_the_decoder_bit_for_bit(tiny, tmp_path):
     retired = tmp_path / "r.pt"
     retire_encoder(tiny, retired)
     assert "storage" not in torch.load(tiny, weights_only=True)
-    assert torch.load(retired, weights_only=True)["storage"] == "zlib"
+    assert torch.load(retired, weights_only=True)["storage"] == "zlib-planes"
     a, b = load_model(tiny), load_model(retired)
     assert a.model_id == b.model_id
     assert all(_states_equal(getattr(a, part), getattr(b, part)) for part in ("g_s", "h_s", "gains"))
@@ -67,8 +70,10 @@ def test_a_retired_model_decodes_its_files_and_refuses_new_ones(tiny, tmp_path, 
         codec.compress(make_image(16, 16), 5)
     with pytest.raises(ValueError, match="decode-only"):
         init_from_weights(retired)
-    with pytest.raises(ValueError, match="already decode-only"):
-        retire_encoder(retired, tmp_path / "again.pt")
+    # retiring a decode-only file again re-stores it: the same id and the same decoder
+    assert retire_encoder(retired, tmp_path / "again.pt") == full.model.model_id
+    again = Codec(str(tmp_path / "again.pt"), device="cpu")
+    assert np.array_equal(np.asarray(again.decompress(data)), np.asarray(full.decompress(data)))
 
 
 def test_train_retire_rewrites_in_place(tiny, tmp_path, capsys):
@@ -77,8 +82,9 @@ def test_train_retire_rewrites_in_place(tiny, tmp_path, capsys):
     train_main(["--retire", str(path)])
     assert load_model(path).g_a is None
     assert load_model(path).model_id.hex() in capsys.readouterr().out
-    with pytest.raises(SystemExit, match="already decode-only"):
-        train_main(["--retire", str(path)])
+    before = path.read_bytes()
+    train_main(["--retire", str(path)])  # a decode-only file is re-stored, unchanged
+    assert path.read_bytes() == before
 
 
 def test_a_damaged_decode_only_file_is_refused(tiny, tmp_path):
@@ -110,3 +116,77 @@ def test_a_full_file_missing_its_encoder_is_damaged_not_decode_only(tiny, tmp_pa
     torch.save(blob, tmp_path / "no_g_a.pt")
     with pytest.raises(ValueError, match="damaged vaecodec weights file"):
         load_model(tmp_path / "no_g_a.pt")
+
+
+def test_files_of_the_earlier_zlib_storage_still_load(tiny, tmp_path):
+    """Decode-only files written before the byte planes (storage "zlib") load to the same model."""
+    retired = tmp_path / "r.pt"
+    retire_encoder(tiny, retired)
+    blob = torch.load(retired, weights_only=True)
+    old = {}
+    for name, t in _unpack(blob["tensors"]).items():
+        rec = _pack({name: t})[name]
+        rec["zlib"] = torch.frombuffer(bytearray(zlib.compress(t.contiguous().numpy().tobytes())),
+                                       dtype=torch.uint8)
+        old[name] = rec
+    torch.save({**blob, "storage": "zlib", "tensors": old}, tmp_path / "old.pt")
+    a, b = load_model(retired), load_model(tmp_path / "old.pt")
+    assert a.model_id == b.model_id and _states_equal(a.g_s, b.g_s) and _states_equal(a.h_s, b.h_s)
+    torch.save({**blob, "storage": "zstd-2031"}, tmp_path / "future.pt")
+    with pytest.raises(ValueError, match="storage 'zstd-2031', which this vaecodec does not know"):
+        load_model(tmp_path / "future.pt")
+
+
+@pytest.fixture()
+def successor(tiny, tmp_path) -> tuple[Path, Path]:
+    """(old, new) beside each other: new is old with g_s changed, as a fine-tune with h_s, the
+    context and the z density frozen would leave it."""
+    old, new = tmp_path / "old.pt", tmp_path / "new.pt"
+    old.write_bytes(tiny.read_bytes())
+    config, tensors, _ = read_weights(tiny)
+    tensors = dict(tensors)
+    for name in [k for k in tensors if k.startswith("g_s.")]:
+        tensors[name] = tensors[name] * 1.01
+    save_weights(config, tensors, new)
+    return old, new
+
+
+def test_a_retired_model_borrows_what_its_successor_shares(successor, make_image):
+    old, new = successor
+    data = Codec(str(old), device="cpu").compress(make_image(40, 56, seed=3), 5)
+    expected = np.asarray(Codec(str(old), device="cpu").decompress(data))
+    size = old.stat().st_size
+    alone = retire_encoder(old, old.with_name("alone.pt"))
+    assert retire_encoder(old, old, share_with=new) == alone
+    borrows = torch.load(old, weights_only=True)["borrows"]
+    assert borrows["model"] == "new" and "hs.w0" in borrows["tensors"]
+    assert not any(k.startswith("g_s.") for k in borrows["tensors"])  # g_s differs: stored
+    assert old.stat().st_size < 0.5 * old.with_name("alone.pt").stat().st_size < 0.5 * size
+    assert np.array_equal(np.asarray(Codec(str(old), device="cpu").decompress(data)), expected)
+    assert load_model(old).model_id == alone
+
+
+def test_a_borrower_whose_lender_is_gone_or_changed_is_refused(successor):
+    old, new = successor
+    retire_encoder(old, old, share_with=new)
+    config, tensors, _ = read_weights(new)
+    tensors = {**tensors, "hs.b0": tensors["hs.b0"] + 1}
+    save_weights(config, tensors, new)  # another model under the lender's name
+    with pytest.raises(ValueError, match="needs tensors of model new .* but .*new.pt is model"):
+        load_model(old)
+    new.unlink()
+    with pytest.raises(ValueError, match="whose weights file .*new.pt is missing"):
+        load_model(old)
+
+
+def test_borrowing_refuses_cycles_and_other_folders(successor, tmp_path):
+    old, new = successor
+    retire_encoder(old, old, share_with=new)
+    with pytest.raises(ValueError, match="cycle"):
+        retire_encoder(new, new, share_with=old)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    with pytest.raises(ValueError, match="not beside"):
+        retire_encoder(new, elsewhere / "new.pt", share_with=old)
+    with pytest.raises(ValueError, match="itself"):
+        retire_encoder(new, new, share_with=new)
