@@ -200,3 +200,28 @@ def test_init_from_a_weights_file(data, tmp_path):
     main(["--run-dir", str(tmp_path / "from_weights"), "--init", str(tmp_path / "tiny.pt"),
           "--data", str(data), "--steps", "1", *TINY])
     assert torch.load(tmp_path / "from_weights" / "last.pt", weights_only=False)["step"] == 1
+
+
+def test_freeze_keeps_parts_exact_so_the_predecessor_can_borrow_them(data, tmp_path):
+    """--freeze h_s,context: the fine-tune exports the same integer networks as the model it started
+    from, which (retired beside it) then stores them once, borrowed (weights budget)."""
+    from vaecodec.weights import read_weights, retire_encoder
+
+    main(["--run-dir", str(tmp_path / "a"), "--data", str(data), "--steps", "2", "--context",
+          "checkerboard", *TINY])
+    old, new = tmp_path / "w" / "old.pt", tmp_path / "w" / "new.pt"
+    main(["--run-dir", str(tmp_path / "a"), "--export", str(old)])
+    ft = ["--run-dir", str(tmp_path / "b"), "--init", str(old), "--data", str(data), *TINY]
+    main([*ft, "--steps", "3", "--stop-at", "2", "--freeze", "h_s,context"])
+    with pytest.raises(SystemExit, match="resume it with the same parts frozen"):
+        main([*ft, "--steps", "3", "--freeze", "h_s"])
+    main([*ft, "--steps", "3", "--freeze", "context,h_s"])  # the order does not matter
+    main(["--run-dir", str(tmp_path / "b"), "--export", str(new)])
+    (_, a, _), (_, b, _) = read_weights(old), read_weights(new)
+    assert all(torch.equal(a[k], b[k]) for k in a if k.startswith(("hs.", "ctx.")))
+    assert not all(torch.equal(a[k], b[k]) for k in a if k.startswith("g_s."))
+    retire_encoder(old, old, share_with=new)
+    borrowed = torch.load(old, weights_only=True)["borrows"]["tensors"]
+    assert {k for k in a if k.startswith(("hs.", "ctx."))} <= set(borrowed)
+    with pytest.raises(SystemExit, match="unknown part 'encoder'"):
+        main([*ft, "--steps", "3", "--freeze", "encoder"])

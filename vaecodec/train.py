@@ -238,6 +238,27 @@ class EMA:
                 avg.copy_(new)
 
 
+FREEZABLE = ("g_a", "g_s", "h_a", "h_s", "context", "z_density", "gains")
+
+
+def freeze(model: VAEModel, parts: list[str]) -> list[str]:
+    """Stop training these parts of the model (sorted names, as checkpoints record them).
+
+    A frozen part keeps its values to the bit (the optimizer never sees it, and the EMA of a constant
+    is that constant), so a fine-tune of a shipped model with h_s and the context frozen
+    (``--init weights/OLD.pt --freeze h_s,context``) exports the same integer networks as OLD, and
+    OLD, once retired, can borrow them from the new file instead of storing them twice (weights
+    budget, ``weights/README.md``)."""
+    unknown = sorted(set(parts) - set(FREEZABLE))
+    if unknown:
+        raise SystemExit(f"--freeze: unknown part {unknown[0]!r} (parts: {', '.join(FREEZABLE)})")
+    for part in parts:
+        if getattr(model, part) is None:
+            raise SystemExit(f"--freeze: this model has no {part}")
+        getattr(model, part).requires_grad_(False)
+    return sorted(parts)
+
+
 def rng_state(sampler: CropSampler) -> dict:
     """This process's random states: the crop sampler's, and torch's (noise and quality levels)."""
     state = {"sampler": sampler.gen.get_state(), "torch": torch.get_rng_state()}
@@ -312,10 +333,16 @@ def train(args: argparse.Namespace) -> None:
     model.to(device)
     if device.type == "cuda":
         model.to(memory_format=torch.channels_last)
+    frozen = freeze(model, args.freeze)
     ema = EMA(model, args.ema) if args.ema else None
     # fused on CUDA: one kernel for the whole update (the step is launch-bound there)
-    opt = torch.optim.Adam(model.parameters(), lr=args.lr, fused=device.type == "cuda")
+    opt = torch.optim.Adam([q for q in model.parameters() if q.requires_grad], lr=args.lr,
+                           fused=device.type == "cuda")
     if ckpt and step:  # resuming this run: everything, exactly
+        was = sorted(ckpt.get("args", {}).get("freeze") or [])
+        if was != frozen:
+            raise SystemExit(f"{ckpt_path} was trained with --freeze {','.join(was)!r}, not "
+                             f"{','.join(frozen)!r}: resume it with the same parts frozen")
         opt.load_state_dict(ckpt["optimizer"])
         if ema and "ema" in ckpt:
             ema.model.load_state_dict(ckpt["ema"])
@@ -408,6 +435,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--retire", metavar="WEIGHTS", type=Path,
                    help="rewrite this weights file decode-only, in place, keeping its model id "
                         "(weights.retire_encoder): how a superseded model stays in the package")
+    p.add_argument("--share-with", metavar="WEIGHTS", type=Path,
+                   help="with --retire: store the tensors equal to this (neighbouring) weights file's as "
+                        "borrowed from it instead of twice")
     p.add_argument("--slim", metavar="FILE", type=Path,
                    help="write the run's latest weights (the EMA if kept) in float16, without optimizer "
                         "state, to FILE: small enough to copy off a time-boxed machine; --init and "
@@ -430,6 +460,9 @@ def main(argv: list[str] | None = None) -> None:
                    help="train one quality level only (a single-rate model, for the ablation against "
                         "the variable-rate default in docs/training.md)")
     p.add_argument("--clip", type=float, default=1.0, help="gradient-norm clipping")
+    p.add_argument("--freeze", type=lambda v: [x for x in v.split(",") if x], default=[], metavar="PARTS",
+                   help=f"comma-separated parts not to train ({', '.join(FREEZABLE)}): e.g. h_s,context "
+                        "to fine-tune a shipped model whose retired predecessor borrows them")
     p.add_argument("--context", choices=["none", "checkerboard"], default="none",
                    help="context model of a new run; with --init from a model without one, it is added "
                         "(starting as the identity, so training starts from the plain hyperprior)")
@@ -457,7 +490,7 @@ def main(argv: list[str] | None = None) -> None:
     elif args.retire:
         try:
             size = args.retire.stat().st_size
-            model_id = retire_encoder(args.retire, args.retire)
+            model_id = retire_encoder(args.retire, args.retire, args.share_with)
         except (OSError, ValueError) as exc:
             raise SystemExit(f"error: {exc}") from None
         print(f"{args.retire}: decode-only, {size / 1e6:.1f} -> {args.retire.stat().st_size / 1e6:.1f} MB, "
