@@ -55,13 +55,13 @@ fi
 if ! python3 -m vaecodec.train --run-dir runs/slim --export runs/gpu.pt 2>&1 | tee "$out/export.log"; then
     echo "not exportable here: no GPU benches; done with $(left) s of $total left"; exit 0
 fi
-for model in runs/gpu.pt ${CROSS_MODELS:-hp128cb-v3}; do  # the new weights, then shipped ones
+for model in runs/gpu.pt ${CROSS_MODELS:-}; do  # the new weights, then any shipped ones named
     timeout 60 python3 -m bench.cross_device --data runs/pack/kodak --limit 2 --qualities 1,5,10 \
         --model "$model" --out "$out/cross_device_$(basename "$model" .pt).md" 2>&1 | tail -3
 done
-# encoder effort on the GPU (never measured there yet): encode times per effort, 2 images
+# encoder effort on the GPU with the new weights: encode times per effort, 2 images
 timeout 90 python3 -m bench.rd --device cuda --data runs/pack/kodak --limit 2 --qualities 3,7,10 --peers "" \
-    --effort 0,1,2 --model hp128cb-v3 --out "$out/rd_effort_cuda" 2>&1 | grep -A8 "^### vaecodec"
+    --effort 0,1,2 --model runs/gpu.pt --out "$out/rd_effort_cuda" 2>&1 | grep -A8 "^### vaecodec"
 timeout $(($(left) > 20 ? $(left) - 5 : 15)) python3 -m bench.speed --data runs/pack/kodak --limit 4 --repeat 2 \
     --threads 16 --batches 1,8,64 --model runs/gpu.pt --out "$out/speed_cuda.md" 2>&1 | tail -20
 echo "done with $(left) s of $total left"
