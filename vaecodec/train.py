@@ -493,8 +493,11 @@ def main(argv: list[str] | None = None) -> None:
             model_id = retire_encoder(args.retire, args.retire, args.share_with)
         except (OSError, ValueError) as exc:
             raise SystemExit(f"error: {exc}") from None
+        lent = f", {args.share_with.stem} lends what the two share" if args.share_with else ""
         print(f"{args.retire}: decode-only, {size / 1e6:.1f} -> {args.retire.stat().st_size / 1e6:.1f} MB, "
-              f"model id {model_id.hex()}")
+              f"model id {model_id.hex()}{lent}")
+    elif args.share_with:
+        p.error("--share-with goes with --retire")
     elif not args.run:
         p.error("--run-dir is required (except with --pack and --retire)")
     elif args.export:

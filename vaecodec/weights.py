@@ -28,8 +28,9 @@ byte planes (every tensor element's first byte, then every second byte) and zlib
 (``"storage": "zlib-planes"``; files of the earlier ``"zlib"`` storage, without the planes, still
 load). The planes separate the low-entropy high bytes of float16 and int16 values from the
 near-random low bytes, which zlib alone cannot: the shipped decode-only files came out 9 % smaller
-than with plain zlib (21.5 -> 19.6 MB). Inflating costs 0.02-0.08 s on a 2-core machine, which a retired model pays
-only when an old file asks for it, whereas the models that compress load on every run and stay plain.
+than with plain zlib (21.5 -> 19.6 MB). Inflating costs 0.02-0.08 s on a 2-core machine, which a
+retired model pays only when an old file asks for it, whereas the models that compress load on every
+run and stay plain.
 
 A decode-only file may also *borrow* tensors from another weights file beside it (``"borrows"``:
 that model's name and id, and the tensor names; :func:`retire_encoder` with ``share_with``). A model
