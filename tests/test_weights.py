@@ -190,3 +190,19 @@ def test_borrowing_refuses_cycles_and_other_folders(successor, tmp_path):
         retire_encoder(new, elsewhere / "new.pt", share_with=old)
     with pytest.raises(ValueError, match="itself"):
         retire_encoder(new, new, share_with=new)
+
+
+def test_a_file_whose_model_cannot_load_says_why(successor, make_image, monkeypatch):
+    """The decoder looks for a file's model among the shipped ones; one that does not load (its
+    lender is gone) is named in the error with the reason, not silently passed over."""
+    import vaecodec.codec as codec_module
+    from vaecodec.errors import UnsupportedFileError
+
+    old, new = successor
+    data = Codec(str(old), device="cpu").compress(make_image(24, 24, seed=4), 5)
+    retire_encoder(old, old, share_with=new)
+    new.unlink()
+    codec = Codec(device="cpu")  # the default model
+    monkeypatch.setattr(codec_module, "available_models", lambda: {"old": old})
+    with pytest.raises(UnsupportedFileError, match="old does not load: .*new.pt is missing"):
+        codec.decompress(data)

@@ -297,12 +297,14 @@ class Codec:
         # A model's id is a hash of its tensors, so finding one means loading the shipped models in
         # turn (0.1-0.25 s each, once per process); the error below names every one of them.
         shipped = {m.name: m.model_id for m in self._by_id.values()}
+        broken = []  # a shipped file that does not load (say, a lender it borrows from is gone)
         for name, path in available_models().items():
             if name in shipped:
                 continue
             try:
                 candidate = load_model(path)
-            except ValueError:
+            except ValueError as exc:
+                broken.append(f"; {name} does not load: {exc}")
                 continue
             shipped[name] = candidate.model_id
             if candidate.model_id == model_id:
@@ -313,7 +315,7 @@ class Codec:
         listed = ", ".join(f"{name} ({mid.hex()})" for name, mid in sorted(shipped.items()))
         raise UnsupportedFileError(
             f"file was made with model {model_id.hex()}, which vaecodec {__version__} does not ship "
-            f"(it has {listed})")
+            f"(it has {listed}{''.join(broken)})")
 
     @torch.inference_mode()
     def decode_integers(self, data: FileInput) -> dict[str, np.ndarray]:
