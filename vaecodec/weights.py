@@ -253,12 +253,10 @@ def retire_encoder(path: Path, out: Path, share_with: Path | None = None) -> byt
         if share_with.resolve() == out.resolve():
             raise ValueError(f"{out} cannot borrow from itself")
         # a lender that borrows, however indirectly, from the file being written would close a cycle
-        lcfg, lent, lblob = read_weights(share_with, frozenset({out.resolve()}))
+        lent, lender_id = _read_lender(share_with, frozenset({out.resolve()}))
         same = sorted(k for k, v in kept.items()
                       if k in lent and lent[k].shape == v.shape and torch.equal(lent[k], v))
-        record["borrows"] = {"model": share_with.stem, "model_id": _verified_id(share_with, lcfg, lent,
-                                                                                 lblob).hex(),
-                             "tensors": same}
+        record["borrows"] = {"model": share_with.stem, "model_id": lender_id.hex(), "tensors": same}
         stored = {k: v for k, v in kept.items() if k not in same}
     record["tensors"] = _pack(stored)
     save_atomic(record, out)
@@ -338,14 +336,21 @@ def _borrowed(path: Path, borrows: dict, seen: frozenset[Path]) -> dict[str, tor
     if not lender.is_file():
         raise ValueError(f"{path} needs {len(names)} tensors of model {name} ({want}), whose weights "
                          f"file {lender} is missing")
-    config, lent, blob = read_weights(lender, seen)
-    got = _verified_id(lender, config, lent, blob).hex()
+    lent, got_id = _read_lender(lender, seen)
+    got = got_id.hex()
     if got != want:
         raise ValueError(f"{path} needs tensors of model {name} {want}, but {lender} is model {got}")
     missing = [k for k in names if k not in lent]
     if missing:
         raise ValueError(f"{path} is a damaged vaecodec weights file ({lender} lacks {missing[0]})")
     return {k: lent[k] for k in names}
+
+
+def _read_lender(path: Path, seen: frozenset[Path]) -> tuple[dict[str, torch.Tensor], bytes]:
+    """A lending file's canonical tensors and its verified model id (``seen``: the borrowers on the
+    way here, which it may not borrow from in turn)."""
+    config, tensors, blob = read_weights(path, seen)
+    return tensors, _verified_id(path, config, tensors, blob)
 
 
 def _verified_id(path: Path, config: dict, tensors: dict[str, torch.Tensor], blob: dict) -> bytes:
