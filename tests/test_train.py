@@ -58,7 +58,15 @@ def test_ema_is_kept_and_exported(data, tmp_path):
     gs = {k.removeprefix("g_a."): v for k, v in ema.items() if k.startswith("g_a.")}
     assert all(torch.equal(codec.model.g_a.state_dict()[k], v) for k, v in gs.items())
     img = smooth_image(64, 64)
-    assert codec.decompress(codec.compress(img, quality=7)).size == (64, 64)
+    data_plain = codec.compress(img, quality=7)
+    assert codec.decompress(data_plain).size == (64, 64)
+
+    # stored in byte planes: the same model (id, files) in a smaller file
+    packed = tmp_path / "packed.pt"
+    main(["--run-dir", str(run), "--export", str(packed), "--planes"])
+    assert packed.stat().st_size < 0.95 * out.stat().st_size
+    other = Codec(model=str(packed), device="cpu")
+    assert other.model.model_id == codec.model.model_id and other.compress(img, quality=7) == data_plain
 
     # the slim copy: the EMA in float16, which --init and --export take
     small = tmp_path / "slim.pt"
