@@ -5,7 +5,7 @@ Data path (one module per stage)::
     image.load -> pad -> g_a * gain -> h_a -> round z -> integer h_s(z) [-> refine y at effort > 0]
         -> round(y - mean) -> entropy.encode -> container.pack            (compress)
     container.unpack -> entropy: pop z -> integer h_s(z) -> pop y -> y + mean
-        -> g_s(. * inverse gain) -> crop -> image.to_pil                  (decompress)
+        -> g_s(. * inverse gain) [-> post-filter] -> crop -> image.to_pil (decompress)
 
 With the checkerboard context model, y is two parts: the anchors, coded with h_s's (mean, scale
 index), and the rest, coded with the integer context network's refinement of them computed from the
@@ -356,7 +356,7 @@ class Codec:
     def _synthesize(self, m: LoadedModel, headers: list[container.Header],
                     y_hat: torch.Tensor) -> list[np.ndarray]:
         level = torch.tensor([quality_to_level(h.quality) for h in headers], device=self.device)
-        x = tiled(m.g_s, y_hat * m.gains.inverse_gain(level), 1, 16)
+        x = tiled(lambda v: m.synthesize(v, level), y_hat, 1, 16)
         x = torch.round(x.clamp(0, 1) * 255).to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
         return [np.ascontiguousarray(x[i, : h.height, : h.width]) for i, h in enumerate(headers)]
 

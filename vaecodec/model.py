@@ -25,7 +25,7 @@ from .prior import (
     scale_of_index,
 )
 from .quantize import add_noise, ste_round
-from .transforms import AnalysisTransform, QualityGains, SynthesisTransform
+from .transforms import AnalysisTransform, PostFilter, QualityGains, SynthesisTransform
 
 # Rate-distortion weights of the quality levels: loss = lambda * 255^2 * MSE + bpp.
 # Eight levels, geometric from CompressAI's lowest MSE lambda (0.0018) to 0.1.
@@ -69,6 +69,8 @@ class ModelConfig:
     # "checkerboard": a context model on top of the hyperprior (prior.CheckerboardContext), coded in
     # two passes (codec.py, docs/format.md)
     context: str = "none"
+    # channels of the post-filter on g_s's output (transforms.PostFilter); 0: none
+    postfilter: int = 0
 
     def __post_init__(self) -> None:
         if self.context not in CONTEXTS:
@@ -76,11 +78,13 @@ class ModelConfig:
 
     def to_dict(self) -> dict:
         """The config as stored in checkpoints and weights files. ``context`` is left out when it is
-        "none", so the plain hyperprior's config (and with it the model id of its weights) reads as
-        it did before context models existed."""
+        "none" (and ``postfilter`` when 0), so the plain hyperprior's config (and with it the model
+        id of its weights) reads as it did before context models (and post-filters) existed."""
         d = asdict(self)
         if self.context == "none":
             del d["context"]
+        if not self.postfilter:  # likewise for models without a post-filter
+            del d["postfilter"]
         return d
 
 
@@ -98,6 +102,7 @@ class VAEModel(nn.Module):
         self.z_density = FactorizedDensity(n)
         self.gains = QualityGains(m, config.lambdas)
         self.context = CheckerboardContext(m) if config.context == "checkerboard" else None
+        self.post = PostFilter(config.postfilter) if config.postfilter else None
 
     def forward(self, x: torch.Tensor, level: torch.Tensor) -> dict[str, torch.Tensor]:
         """x: (B, 3, H, W) in [0, 1], H and W multiples of 64; level: (B,) float quality levels.
@@ -123,7 +128,10 @@ class VAEModel(nn.Module):
             y_hat = ste_round(y - mean) + mean
             y_bits = gaussian_bits(add_noise(y) if self.training else y_hat, mean, scale)
             z_bits = -torch.log2(bound(z_lik, LIKELIHOOD_FLOOR))
-        x_hat = self.g_s(y_hat * self.gains.inverse_gain(level)).float()
+        x_hat = self.g_s(y_hat * self.gains.inverse_gain(level))
+        if self.post is not None:
+            x_hat = self.post(x_hat, level)
+        x_hat = x_hat.float()
         pixels = x.shape[2] * x.shape[3]
         return {
             "x_hat": x_hat,

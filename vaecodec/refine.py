@@ -90,7 +90,7 @@ def refine(m: LoadedModel, x: torch.Tensor, y: torch.Tensor, mean: torch.Tensor,
     """
     if steps <= 0:
         return y
-    search = _Search(m, m.gains.lambda_at(level), m.gains.inverse_gain(level), steps,
+    search = _Search(m, m.gains.lambda_at(level), level, steps,
                      [torch.Generator(device=y.device).manual_seed(SEED) for _ in range(len(y))])
     out = y.detach().clone()
     h, w = y.shape[2:]
@@ -112,12 +112,12 @@ def refine(m: LoadedModel, x: torch.Tensor, y: torch.Tensor, mean: torch.Tensor,
 
 @dataclass
 class _Search:
-    """What every tile of one call shares: the model, per-image lambda and inverse gain, the step
-    count and the per-image noise generators."""
+    """What every tile of one call shares: the model, per-image lambda and level, the step count and
+    the per-image noise generators."""
 
     m: LoadedModel
     lam: torch.Tensor  # (B,)
-    inv_gain: torch.Tensor  # (B, M, 1, 1)
+    level: torch.Tensor  # (B,)
     steps: int
     generators: list[torch.Generator]
 
@@ -139,7 +139,7 @@ class _Search:
             tau = max(TAU_START * math.exp(-TAU_DECAY * step / self.steps), TAU_MIN)
             r = y - mu  # the halo decodes as it stands: hard rounding
             y_hat = mu + torch.where(moving, _soft_round(r, tau, self.generators), torch.round(r.detach()))
-            x_hat = self.m.g_s(y_hat * self.inv_gain)[..., pixels[0], pixels[1]]
+            x_hat = self.m.synthesize(y_hat, self.level)[..., pixels[0], pixels[1]]
             sse = (x_hat - target).square().sum(dim=(1, 2, 3))
             bits = (gaussian_bits(y_hat, mu, scale_of_index(index.float())) * moving).sum(dim=(1, 2, 3))
             loss = ((self.lam * 255**2 * sse / 3 + bits) / count).sum()

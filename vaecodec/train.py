@@ -238,7 +238,7 @@ class EMA:
                 avg.copy_(new)
 
 
-FREEZABLE = ("g_a", "g_s", "h_a", "h_s", "context", "z_density", "gains")
+FREEZABLE = ("g_a", "g_s", "h_a", "h_s", "context", "z_density", "gains", "post")
 
 
 def freeze(model: VAEModel, parts: list[str]) -> list[str]:
@@ -321,14 +321,20 @@ def train(args: argparse.Namespace) -> None:
                 ckpt = init_from_weights(Path(args.init))
             except ValueError as exc:
                 raise SystemExit(f"error: {exc}") from None
-    config = ModelConfig(**ckpt["config"]) if ckpt else ModelConfig(n=args.n, m=args.m, context=args.context)
-    grow = not step and ckpt is not None and config.context == "none" and args.context != "none"
-    if grow:  # --init from a plain hyperprior with --context: add the (zero-started) context model
-        config = ModelConfig(**{**ckpt["config"], "context": args.context})
+    config = ModelConfig(**ckpt["config"]) if ckpt else ModelConfig(
+        n=args.n, m=args.m, context=args.context, postfilter=args.postfilter)
+    grown = {}  # --init from a model without a context model or post-filter asked for: add it, zero-started
+    if not step and ckpt is not None:
+        if config.context == "none" and args.context != "none":
+            grown["context"] = args.context
+        if not config.postfilter and args.postfilter:
+            grown["postfilter"] = args.postfilter
+        config = ModelConfig(**{**ckpt["config"], **grown})
     model = VAEModel(config)
     if ckpt:
-        missing, unexpected = model.load_state_dict(ckpt["model"], strict=not grow)
-        if unexpected or any(not k.startswith("context.") for k in missing):
+        missing, unexpected = model.load_state_dict(ckpt["model"], strict=not grown)
+        new_parts = tuple({"context": "context.", "postfilter": "post."}[k] for k in grown)
+        if unexpected or any(not k.startswith(new_parts) for k in missing):
             raise SystemExit(f"{args.init}: weights do not fit the model ({missing + unexpected})")
     model.to(device)
     if device.type == "cuda":
@@ -469,6 +475,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--context", choices=["none", "checkerboard"], default="none",
                    help="context model of a new run; with --init from a model without one, it is added "
                         "(starting as the identity, so training starts from the plain hyperprior)")
+    p.add_argument("--postfilter", type=int, default=0, metavar="WIDTH",
+                   help="channels of a post-filter on g_s's output (transforms.PostFilter; 0: none); with "
+                        "--init from a model without one, it is added, starting as the identity")
     p.add_argument("--N", dest="n", type=int, default=64, help="channels of g_a/g_s hidden layers and of z")
     p.add_argument("--M", dest="m", type=int, default=128, help="channels of y")
     p.add_argument("--stop-at", type=int, metavar="STEP",
