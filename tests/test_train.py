@@ -238,9 +238,9 @@ def test_freeze_keeps_parts_exact_so_the_predecessor_can_borrow_them(data, tmp_p
 
 def test_a_post_filter_added_to_a_model_starts_as_its_decoder_and_trains_alone(data, tmp_path,
                                                                                  make_image):
-    """--init OLD --postfilter W with everything else frozen: the grown model codes an image to
-    OLD's pixels at step 0 (the filter's last layer is zero), only the filter trains, and OLD,
-    retired beside the result, borrows the rest."""
+    """--init OLD --postfilter W --loss psnr, everything else frozen (as --loss psnr requires): the
+    grown model codes an image to OLD's pixels at step 0 (the filter's last layer is zero), only the
+    filter trains, and OLD, retired beside the result, borrows the rest."""
     from vaecodec.weights import load_model, read_weights, retire_encoder
 
     main(["--run-dir", str(tmp_path / "a"), "--data", str(data), "--steps", "2", "--context",
@@ -249,7 +249,9 @@ def test_a_post_filter_added_to_a_model_starts_as_its_decoder_and_trains_alone(d
     main(["--run-dir", str(tmp_path / "a"), "--export", str(old)])
     rest = "g_a,g_s,h_a,h_s,context,z_density,gains"
     ft = ["--run-dir", str(tmp_path / "b"), "--init", str(old), "--data", str(data), "--postfilter", "4",
-          "--freeze", rest, *TINY]
+          "--loss", "psnr", "--freeze", rest, *TINY]
+    with pytest.raises(SystemExit, match="must be frozen too: gains"):
+        main([*ft[:-len(TINY) - 1], "g_a,g_s,h_a,h_s,context,z_density", *TINY, "--steps", "1"])
     main(["--run-dir", str(tmp_path / "lr0"), *ft[2:], "--steps", "1", "--lr", "0"])  # as it starts
     main(["--run-dir", str(tmp_path / "lr0"), "--export", str(start)])
     img = make_image(48, 40, seed=2)

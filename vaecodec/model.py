@@ -145,6 +145,15 @@ class VAEModel(nn.Module):
         lam = self.gains.lambda_at(level)
         return (lam * 255**2 * out["mse"] + out["bpp_y"] + out["bpp_z"]).mean()
 
+    @staticmethod
+    def psnr_loss(out: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Batch mean of -PSNR (dB, on [0, 1]): the loss for training parts that do not change the
+        rate (a post-filter) with every quality level counted alike in dB, as BD-rate counts them.
+        Under :meth:`rd_loss` a level weighs lambda * MSE, for hp128cb-v4 on Kodak 8 times more at
+        level 7 than at level 0 (more still below), and a post-filter trained on it went where it
+        gains least (docs/training.md)."""
+        return (10 * torch.log10(out["mse"].clamp(min=1e-10))).mean()
+
 
 def load_checkpoint(path: Path) -> tuple[VAEModel, dict]:
     """The model of a training checkpoint (or ``--slim`` copy) and the checkpoint itself. The EMA

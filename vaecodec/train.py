@@ -239,6 +239,7 @@ class EMA:
 
 
 FREEZABLE = ("g_a", "g_s", "h_a", "h_s", "context", "z_density", "gains", "post")
+RATE_PARTS = ("g_a", "h_a", "h_s", "context", "z_density", "gains")  # what --loss psnr must freeze
 
 
 def freeze(model: VAEModel, parts: list[str]) -> list[str]:
@@ -340,6 +341,10 @@ def train(args: argparse.Namespace) -> None:
     if device.type == "cuda":
         model.to(memory_format=torch.channels_last)
     frozen = freeze(model, args.freeze)
+    moving = [p for p in RATE_PARTS if getattr(model, p) is not None and p not in frozen]
+    if args.loss == "psnr" and moving:
+        raise SystemExit(f"--loss psnr leaves the rate out, so what sets it must be frozen too: "
+                         f"{','.join(moving)}")
     ema = EMA(model, args.ema) if args.ema else None
     # fused on CUDA: one kernel for the whole update (the step is launch-bound there)
     opt = torch.optim.Adam([q for q in model.parameters() if q.requires_grad], lr=args.lr,
@@ -387,7 +392,7 @@ def train(args: argparse.Namespace) -> None:
                  sample_levels(args.batch, args.levels, model.gains.MIN_LEVEL, len(levels) - 1)).to(device)
         with autocast():
             out = net(x, level)
-        loss = model.rd_loss(out, level)
+        loss = model.psnr_loss(out) if args.loss == "psnr" else model.rd_loss(out, level)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), args.clip)
@@ -475,6 +480,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--context", choices=["none", "checkerboard"], default="none",
                    help="context model of a new run; with --init from a model without one, it is added "
                         "(starting as the identity, so training starts from the plain hyperprior)")
+    p.add_argument("--loss", choices=["rd", "psnr"], default="rd",
+                   help="rd: lambda * 255^2 * MSE + bpp; psnr: -PSNR averaged over the batch, for training "
+                        "only what does not change the rate (model.VAEModel.psnr_loss)")
     p.add_argument("--postfilter", type=int, default=0, metavar="WIDTH",
                    help="channels of a post-filter on g_s's output (transforms.PostFilter; 0: none); with "
                         "--init from a model without one, it is added, starting as the identity")
