@@ -75,7 +75,7 @@ from .prior import (
 from .quantize import symbols
 from .transforms import AnalysisTransform, PostFilter, QualityGains, SynthesisTransform
 
-DEFAULT_MODEL = "hp128cb-v4"
+DEFAULT_MODEL = "hp128cbpf-v5"
 FILE_KIND = "vaecodec-weights"
 Z_TABLE_RADIUS = 128  # z tables are tabulated over at most [-128, 128] before trimming
 TAIL_TRIM = 2.0**-26  # bins whose cumulative mass from either end is below this go to the escape
