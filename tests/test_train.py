@@ -247,12 +247,13 @@ def test_a_post_filter_added_to_a_model_starts_as_its_decoder_and_trains_alone(d
           "checkerboard", *TINY])
     old, new, start = tmp_path / "w" / "old.pt", tmp_path / "w" / "new.pt", tmp_path / "start.pt"
     main(["--run-dir", str(tmp_path / "a"), "--export", str(old)])
-    rest = "g_a,g_s,h_a,h_s,context,z_density,gains"
-    ft = ["--run-dir", str(tmp_path / "b"), "--init", str(old), "--data", str(data), "--postfilter", "4",
-          "--loss", "psnr", "--freeze", rest, *TINY]
+    grow = ["--init", str(old), "--data", str(data), "--postfilter", "4", "--loss", "psnr", *TINY]
     with pytest.raises(SystemExit, match="must be frozen too: gains"):
-        main([*ft[:-len(TINY) - 1], "g_a,g_s,h_a,h_s,context,z_density", *TINY, "--steps", "1"])
-    main(["--run-dir", str(tmp_path / "lr0"), *ft[2:], "--steps", "1", "--lr", "0"])  # as it starts
+        main(["--run-dir", str(tmp_path / "x"), *grow, "--freeze", "g_a,g_s,h_a,h_s,context,z_density",
+              "--steps", "1"])
+    grow += ["--freeze", "g_a,g_s,h_a,h_s,context,z_density,gains"]
+    ft = ["--run-dir", str(tmp_path / "b"), *grow]
+    main(["--run-dir", str(tmp_path / "lr0"), *grow, "--steps", "1", "--lr", "0"])  # as it starts
     main(["--run-dir", str(tmp_path / "lr0"), "--export", str(start)])
     img = make_image(48, 40, seed=2)
     a, b = Codec(str(old), device="cpu"), Codec(str(start), device="cpu")

@@ -84,7 +84,6 @@ class SynthesisTransform(nn.Sequential):
         )
 
 
-
 class PostFilter(nn.Module):
     """A small residual filter on g_s's output, at full resolution, told the quality level.
 
@@ -116,6 +115,7 @@ class PostFilter(nn.Module):
             if i < len(self.layers) - 1:
                 h = torch.relu(h)
         return x + h
+
 
 # Tiling of the transforms for large images. Both transforms are convolutional with a receptive field
 # of under 2 latent positions (the 5x5 stride-2 layers add at most 1 + 1/2 + 1/4 + 1/8 < 2 latent

@@ -174,8 +174,8 @@ class LoadedModel:
             if module is not None:
                 module.to(device)
         # channels_last weights make oneDNN pick faster convolutions for the float transforms (Kodak
-        # image, 1 thread: g_a 0.42 -> 0.33 s, g_s 0.58 -> 0.38 s); h_s is integer-exact whatever
-        # the layout, and nothing else here is a convolution worth it
+        # image, 1 thread: g_a 0.42 -> 0.33 s, g_s 0.58 -> 0.38 s), and the post-filter is one more;
+        # h_s is integer-exact whatever the layout, and nothing else here is a convolution worth it
         for module in (self.g_a, self.g_s, self.post):
             if module is not None:
                 module.to(memory_format=torch.channels_last)
@@ -229,8 +229,10 @@ def export_model(model: VAEModel, path: Path, planes: bool = False) -> bytes:
     model = model.cpu().eval()
     tensors: dict[str, torch.Tensor] = {}
     for part in ("g_a", "g_s", "h_a", "gains", "post"):
-        for k, v in (getattr(model, part).state_dict() if getattr(model, part) is not None else {}).items():
-            tensors[f"{part}.{k}"] = v.detach().float().clone()
+        module = getattr(model, part)
+        if module is not None:
+            tensors.update({f"{part}.{k}": v.detach().float().clone()
+                            for k, v in module.state_dict().items()})
     for prefix, net in (("hs", model.h_s), ("ctx", model.context)):
         if net is not None:
             tensors.update({f"{prefix}.{k}": v.clone() for k, v in net.to_integer().state_dict().items()})
@@ -345,13 +347,18 @@ def read_weights(path: Path, _seen: frozenset[Path] = frozenset()
         config = blob["config"]
         borrows = blob.get("borrows")
     except damaged as exc:
-        raise ValueError(f"{path} is a damaged vaecodec weights file ({type(exc).__name__}: {exc})") from None
+        raise _damaged(path, f"{type(exc).__name__}: {exc}") from None
     if borrows is not None:
         tensors = _borrowed(path, borrows, tensors, _seen | {path.resolve()})
     try:
         return config, canonical(tensors), blob
     except damaged as exc:
-        raise ValueError(f"{path} is a damaged vaecodec weights file ({type(exc).__name__}: {exc})") from None
+        raise _damaged(path, f"{type(exc).__name__}: {exc}") from None
+
+
+def _damaged(path: Path, why: str) -> ValueError:
+    """The one error for a weights file whose contents do not hold together."""
+    return ValueError(f"{path} is a damaged vaecodec weights file ({why})")
 
 
 _BITS = {2: torch.int16, 4: torch.int32, 8: torch.int64}  # an element's bytes -> its bits as an integer
@@ -373,7 +380,7 @@ def _borrowed(path: Path, borrows: dict, own: dict[str, torch.Tensor], seen: fro
         if not all(isinstance(d, torch.dtype) and d.itemsize in _BITS and k in own for k, d in xor.items()):
             raise TypeError("an XOR-stored tensor that is missing or of an unknown dtype")
     except (KeyError, TypeError, AttributeError) as exc:
-        raise ValueError(f"{path} is a damaged vaecodec weights file (borrows: {exc})") from None
+        raise _damaged(path, f"borrows: {exc}") from None
     lender = path.with_name(f"{name}.pt")
     if lender.resolve() in seen or len(seen) > MAX_BORROW_DEPTH:
         raise ValueError(f"{path} borrows from {lender} in a cycle (or too deep a chain)")
@@ -386,13 +393,13 @@ def _borrowed(path: Path, borrows: dict, own: dict[str, torch.Tensor], seen: fro
         raise ValueError(f"{path} needs tensors of model {name} {want}, but {lender} is model {got}")
     missing = [k for k in [*names, *xor] if k not in lent]
     if missing:
-        raise ValueError(f"{path} is a damaged vaecodec weights file ({lender} lacks {missing[0]})")
+        raise _damaged(path, f"{lender} lacks {missing[0]}")
     out = {**own, **{k: lent[k] for k in names}}
     for k, dtype in xor.items():  # the lender's values fit the dtype: that is how they were stored
         if own[k].shape != lent[k].shape or own[k].is_floating_point():
-            raise ValueError(f"{path} is a damaged vaecodec weights file (XOR-stored {k})")
-        bits = _BITS[dtype.itemsize]
-        out[k] = (own[k].to(bits) ^ lent[k].to(dtype).view(bits)).view(dtype)
+            raise _damaged(path, f"XOR-stored {k}")
+        stored = own[k].to(_BITS[dtype.itemsize]).view(dtype)  # the XOR's bits, in the tensor's dtype
+        out[k] = _xor_bits(stored, lent[k].to(dtype)).view(dtype)
     return out
 
 
@@ -409,7 +416,7 @@ def _verified_id(path: Path, config: dict, tensors: dict[str, torch.Tensor], blo
     if "model_id" not in blob:
         return model_id_of(config, tensors)
     if model_id_of(config, tensors).hex() != blob.get("decoder_digest"):
-        raise ValueError(f"{path} is a damaged vaecodec weights file (decoder digest mismatch)")
+        raise _damaged(path, "decoder digest mismatch")
     return bytes.fromhex(str(blob["model_id"]))
 
 
@@ -468,7 +475,7 @@ def load_model(path: Path) -> LoadedModel:
     try:
         return _build(path, config, tensors, model_id, encoder=not decode_only)
     except (KeyError, TypeError, AttributeError, RuntimeError) as exc:  # missing or misshapen tensors
-        raise ValueError(f"{path} is a damaged vaecodec weights file ({type(exc).__name__}: {exc})") from None
+        raise _damaged(path, f"{type(exc).__name__}: {exc}") from None
 
 
 def _build(path: Path, config_dict: dict, tensors: dict[str, torch.Tensor], model_id: bytes,
