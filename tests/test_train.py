@@ -15,7 +15,6 @@ from conftest import smooth_image
 from PIL import Image
 
 from vaecodec import Codec
-from vaecodec.model import ModelConfig
 from vaecodec.train import main
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -271,30 +270,3 @@ def test_a_post_filter_added_to_a_model_starts_as_its_decoder_and_trains_alone(d
     retire_encoder(old, old, share_with=new)
     assert set(torch.load(old, weights_only=True)["tensors"]) <= {"z_tables.pmfs"}  # the rest borrowed
     assert load_model(old).model_id == a.model.model_id
-
-
-def test_a_post_filter_grown_to_read_g_s_features_starts_as_it_was(data, tmp_path, make_image):
-    """--postfilter-features K on a model with a post-filter: at step 0 it decodes to the same
-    pixels (the added convolution is zero), after training the feature path has moved, and the
-    exported model decodes its own files through it. Without a post-filter it is refused."""
-    main(["--run-dir", str(tmp_path / "a"), "--data", str(data), "--steps", "2", "--postfilter", "4",
-          *TINY])
-    old, start, new = tmp_path / "old.pt", tmp_path / "start.pt", tmp_path / "new.pt"
-    main(["--run-dir", str(tmp_path / "a"), "--export", str(old)])
-    grow = ["--init", str(old), "--data", str(data), "--postfilter-features", "3", "--loss", "psnr",
-            "--freeze", "g_a,g_s,h_a,h_s,z_density,gains", *TINY]
-    with pytest.raises(ValueError, match="needs a post-filter"):
-        ModelConfig(postfilter_features=3)
-    main(["--run-dir", str(tmp_path / "lr0"), *grow, "--steps", "1", "--lr", "0"])
-    main(["--run-dir", str(tmp_path / "lr0"), "--export", str(start)])
-    img = make_image(40, 56, seed=4)
-    a, b = Codec(str(old), device="cpu"), Codec(str(start), device="cpu")
-    assert b.model.post.feat_in is not None and a.model.model_id != b.model.model_id
-    decoded = [np.asarray(c.decompress(c.compress(img, 6))) for c in (a, b)]
-    assert np.array_equal(*decoded)
-    main(["--run-dir", str(tmp_path / "b"), *grow, "--steps", "2"])
-    main(["--run-dir", str(tmp_path / "b"), "--export", str(new)])
-    c = Codec(str(new), device="cpu")
-    assert c.model.post.feat_in.weight.abs().sum() > 0
-    moved = np.asarray(c.decompress(c.compress(img, 6)))
-    assert moved.shape == decoded[0].shape and not np.array_equal(moved, decoded[0])

@@ -25,7 +25,7 @@ from .prior import (
     scale_of_index,
 )
 from .quantize import add_noise, ste_round
-from .transforms import AnalysisTransform, PostFilter, QualityGains, SynthesisTransform, synthesize
+from .transforms import AnalysisTransform, PostFilter, QualityGains, SynthesisTransform
 
 # Rate-distortion weights of the quality levels: loss = lambda * 255^2 * MSE + bpp.
 # Eight levels, geometric from CompressAI's lowest MSE lambda (0.0018) to 0.1.
@@ -71,25 +71,20 @@ class ModelConfig:
     context: str = "none"
     # channels of the post-filter on g_s's output (transforms.PostFilter); 0: none
     postfilter: int = 0
-    # channels the post-filter reads from g_s's last hidden layer (PostFilter's ``features``); 0: none
-    postfilter_features: int = 0
 
     def __post_init__(self) -> None:
         if self.context not in CONTEXTS:
             raise ValueError(f"unknown context model {self.context!r} (known: {', '.join(CONTEXTS)})")
-        if self.postfilter_features and not self.postfilter:
-            raise ValueError("postfilter_features needs a post-filter to read them (postfilter > 0)")
 
     def to_dict(self) -> dict:
         """The config as stored in checkpoints and weights files. ``context`` is left out when it is
-        "none" (and ``postfilter`` and ``postfilter_features`` when 0), so an older model's config
-        (and with it the model id of its weights) reads as it did before those options existed."""
+        "none" (and ``postfilter`` when 0), so the plain hyperprior's config (and with it the model
+        id of its weights) reads as it did before context models (and post-filters) existed."""
         d = asdict(self)
         if self.context == "none":
             del d["context"]
-        for key in ("postfilter", "postfilter_features"):  # likewise for models without them
-            if not d[key]:
-                del d[key]
+        if not self.postfilter:  # likewise for models without a post-filter
+            del d["postfilter"]
         return d
 
 
@@ -107,8 +102,7 @@ class VAEModel(nn.Module):
         self.z_density = FactorizedDensity(n)
         self.gains = QualityGains(m, config.lambdas)
         self.context = CheckerboardContext(m) if config.context == "checkerboard" else None
-        self.post = PostFilter(config.postfilter, config.postfilter_features, n) \
-            if config.postfilter else None
+        self.post = PostFilter(config.postfilter) if config.postfilter else None
 
     def forward(self, x: torch.Tensor, level: torch.Tensor) -> dict[str, torch.Tensor]:
         """x: (B, 3, H, W) in [0, 1], H and W multiples of 64; level: (B,) float quality levels.
@@ -134,7 +128,10 @@ class VAEModel(nn.Module):
             y_hat = ste_round(y - mean) + mean
             y_bits = gaussian_bits(add_noise(y) if self.training else y_hat, mean, scale)
             z_bits = -torch.log2(bound(z_lik, LIKELIHOOD_FLOOR))
-        x_hat = synthesize(self.g_s, self.post, y_hat * self.gains.inverse_gain(level), level).float()
+        x_hat = self.g_s(y_hat * self.gains.inverse_gain(level))
+        if self.post is not None:
+            x_hat = self.post(x_hat, level)
+        x_hat = x_hat.float()
         pixels = x.shape[2] * x.shape[3]
         return {
             "x_hat": x_hat,

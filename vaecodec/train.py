@@ -323,24 +323,18 @@ def train(args: argparse.Namespace) -> None:
             except ValueError as exc:
                 raise SystemExit(f"error: {exc}") from None
     config = ModelConfig(**ckpt["config"]) if ckpt else ModelConfig(
-        n=args.n, m=args.m, context=args.context, postfilter=args.postfilter,
-        postfilter_features=args.postfilter_features)
-    # --init from a model without a context model, post-filter or feature input asked for: add it,
-    # zero-started (the model computes what it computed before)
-    grown = {}
+        n=args.n, m=args.m, context=args.context, postfilter=args.postfilter)
+    grown = {}  # --init from a model without a context model or post-filter asked for: add it, zero-started
     if not step and ckpt is not None:
         if config.context == "none" and args.context != "none":
             grown["context"] = args.context
         if not config.postfilter and args.postfilter:
             grown["postfilter"] = args.postfilter
-        if not config.postfilter_features and args.postfilter_features:
-            grown["postfilter_features"] = args.postfilter_features
         config = ModelConfig(**{**ckpt["config"], **grown})
     model = VAEModel(config)
     if ckpt:
         missing, unexpected = model.load_state_dict(ckpt["model"], strict=not grown)
-        new_parts = tuple({"context": "context.", "postfilter": "post.",
-                           "postfilter_features": "post.feat_"}[k] for k in grown)
+        new_parts = tuple({"context": "context.", "postfilter": "post."}[k] for k in grown)
         if unexpected or any(not k.startswith(new_parts) for k in missing):
             raise SystemExit(f"{args.init}: weights do not fit the model ({missing + unexpected})")
     model.to(device)
@@ -492,9 +486,6 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--postfilter", type=int, default=0, metavar="WIDTH",
                    help="channels of a post-filter on g_s's output (transforms.PostFilter; 0: none); with "
                         "--init from a model without one, it is added, starting as the identity")
-    p.add_argument("--postfilter-features", type=int, default=0, metavar="K",
-                   help="channels of g_s's last hidden layer the post-filter reads (transforms.PostFilter; "
-                        "0: none); with --init from a filter without them, added without changing its output")
     p.add_argument("--N", dest="n", type=int, default=64, help="channels of g_a/g_s hidden layers and of z")
     p.add_argument("--M", dest="m", type=int, default=128, help="channels of y")
     p.add_argument("--stop-at", type=int, metavar="STEP",

@@ -83,14 +83,6 @@ class SynthesisTransform(nn.Sequential):
             _deconv(n, 3),
         )
 
-    def with_features(self, y_hat: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """The RGB estimate and what its last layer saw: the N channels at half resolution that a
-        feature-fed post-filter (``PostFilter(features=...)``) reads."""
-        h = y_hat
-        for layer in list(self)[:-1]:
-            h = layer(h)
-        return self[-1](h), h
-
 
 class PostFilter(nn.Module):
     """A small residual filter on g_s's output, at full resolution, told the quality level.
@@ -102,50 +94,27 @@ class PostFilter(nn.Module):
     is detail at quality 10. The last layer starts at zero, so a post-filter added to a trained
     model starts as the identity and the model's own numbers are the starting point. It is a float
     network like g_s: it moves decoded pixels, never a probability.
-
-    With ``features`` > 0 the filter also reads g_s's last hidden layer (``hidden`` channels at half
-    resolution, :meth:`SynthesisTransform.with_features`): a 2x2 stride-2 transposed convolution
-    brings ``features`` channels of it to full resolution, and a 3x3 convolution of those adds into
-    the first layer. The RGB output alone has lost what g_s's linear last layer threw away; its
-    input has not. That added convolution starts at zero, so a filter grown this way (``train
-    --postfilter-features``) starts as the filter it was.
     """
 
     LEVEL_SCALE = 1 / 8
 
-    def __init__(self, width: int, features: int = 0, hidden: int = 0) -> None:
+    def __init__(self, width: int) -> None:
         super().__init__()
         channels = [4, width, width, width, 3]  # RGB and the level plane in, RGB out
         pairs = zip(channels[:-1], channels[1:], strict=True)
         self.layers = nn.ModuleList([nn.Conv2d(a, b, 3, padding=1) for a, b in pairs])
-        self.feat_up = nn.ConvTranspose2d(hidden, features, 2, stride=2) if features else None
-        self.feat_in = nn.Conv2d(features, width, 3, padding=1, bias=False) if features else None
         with torch.no_grad():
-            for zeroed in (self.layers[-1].weight, self.layers[-1].bias,
-                           *([self.feat_in.weight] if features else [])):
-                zeroed.zero_()
+            self.layers[-1].weight.zero_()
+            self.layers[-1].bias.zero_()
 
-    def forward(self, x: torch.Tensor, level: torch.Tensor,
-                features: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, level: torch.Tensor) -> torch.Tensor:
         plane = (level.to(x.dtype) * self.LEVEL_SCALE)[:, None, None, None].expand(-1, 1, *x.shape[2:])
-        h = self.layers[0](torch.cat([x, plane], dim=1))
-        if self.feat_in is not None:
-            h = h + self.feat_in(self.feat_up(features))
-        for layer in self.layers[1:]:
-            h = layer(torch.relu(h))
+        h = torch.cat([x, plane], dim=1)
+        for i, layer in enumerate(self.layers):
+            h = layer(h)
+            if i < len(self.layers) - 1:
+                h = torch.relu(h)
         return x + h
-
-
-def synthesize(g_s: SynthesisTransform, post: PostFilter | None, y: torch.Tensor,
-               level: torch.Tensor) -> torch.Tensor:
-    """g_s of the (inverse-gained) latents y, then the post-filter if there is one, fed g_s's last
-    hidden layer if it reads it: the one decoding path that training and the codec share."""
-    if post is None:
-        return g_s(y)
-    if post.feat_in is None:
-        return post(g_s(y), level)
-    x, hidden = g_s.with_features(y)
-    return post(x, level, hidden)
 
 
 # Tiling of the transforms for large images. Both transforms are convolutional with a receptive field

@@ -73,7 +73,7 @@ from .prior import (
     scale_table,
 )
 from .quantize import symbols
-from .transforms import AnalysisTransform, PostFilter, QualityGains, SynthesisTransform, synthesize
+from .transforms import AnalysisTransform, PostFilter, QualityGains, SynthesisTransform
 
 DEFAULT_MODEL = "hp128cbpf-v5"
 FILE_KIND = "vaecodec-weights"
@@ -166,7 +166,8 @@ class LoadedModel:
     def synthesize(self, y_hat: torch.Tensor, level: torch.Tensor) -> torch.Tensor:
         """The decoded image (B, 3, 16h, 16w), not yet clamped, of latents y_hat (B, M, h, w) at
         quality levels ``level`` (B,): g_s after the inverse gain, then the post-filter if any."""
-        return synthesize(self.g_s, self.post, y_hat * self.gains.inverse_gain(level), level)
+        x = self.g_s(y_hat * self.gains.inverse_gain(level))
+        return x if self.post is None else self.post(x, level)
 
     def to(self, device: torch.device) -> LoadedModel:
         for module in (self.g_a, self.g_s, self.h_a, self.gains, self.h_s, self.context, self.post):
@@ -504,6 +505,5 @@ def _build(path: Path, config_dict: dict, tensors: dict[str, torch.Tensor], mode
         z_coder=TableCoder(_tables_from_tensors("z_tables", tensors)),
         y_coder=TableCoder(_tables_from_tensors("y_tables", tensors)),
         context=context,
-        post=build(PostFilter(config.postfilter, config.postfilter_features, n), "post")
-        if config.postfilter else None,
+        post=build(PostFilter(config.postfilter), "post") if config.postfilter else None,
     )
