@@ -239,6 +239,26 @@ def test_borrowing_refuses_cycles_and_other_folders(successor, tmp_path):
         retire_encoder(new, new, share_with=new)
 
 
+def test_finding_old_files_models_loads_each_shipped_model_once(successor, make_image, monkeypatch):
+    """A file names its model by id, so the decoder loads shipped models until one matches; those it
+    loaded on the way stay loaded, and the next file of another old model needs no new search."""
+    import vaecodec.codec as codec_module
+
+    old, new = successor
+    pic = make_image(24, 24, seed=5)
+    data = {p.stem: Codec(str(p), device="cpu").compress(pic, 5) for p in (old, new)}
+    expected = {k: np.asarray(Codec(str(p), device="cpu").decompress(data[k])) for k, p in
+                (("old", old), ("new", new))}
+    codec = Codec(device="cpu")  # the default model
+    loads = []
+    real = codec_module.load_model
+    monkeypatch.setattr(codec_module, "available_models", lambda: {"old": old, "new": new})
+    monkeypatch.setattr(codec_module, "load_model", lambda path: loads.append(Path(path).stem) or real(path))
+    assert np.array_equal(np.asarray(codec.decompress(data["new"])), expected["new"])
+    assert np.array_equal(np.asarray(codec.decompress(data["old"])), expected["old"])
+    assert loads == ["old", "new"]
+
+
 def test_a_file_whose_model_cannot_load_says_why(successor, make_image, monkeypatch):
     """The decoder looks for a file's model among the shipped ones; one that does not load (its
     lender is gone) is named in the error with the reason, not silently passed over."""

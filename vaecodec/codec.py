@@ -295,21 +295,23 @@ class Codec:
         if model_id in self._by_id:
             return self._by_id[model_id]
         # A model's id is a hash of its tensors, so finding one means loading the shipped models in
-        # turn (0.1-0.25 s each, once per process); the error below names every one of them.
+        # turn (0.1-0.7 s each); the error below names every one of them. Every model loaded on the
+        # way is kept, match or not, so that each loads at most once per Codec: decoding a folder of
+        # old files made with several retired models would otherwise repeat the search per file.
         shipped = {m.name: m.model_id for m in self._by_id.values()}
         broken = []  # a shipped file that does not load (say, a lender it borrows from is gone)
         for name, path in available_models().items():
             if name in shipped:
                 continue
             try:
-                candidate = load_model(path)
+                candidate = load_model(path).to(self.device)
             except ValueError as exc:
                 broken.append(f"; {name} does not load: {exc}")
                 continue
             shipped[name] = candidate.model_id
+            self._by_id[candidate.model_id] = candidate
             if candidate.model_id == model_id:
-                self._by_id[model_id] = candidate.to(self.device)
-                return self._by_id[model_id]
+                return candidate
         from . import __version__
 
         listed = ", ".join(f"{name} ({mid.hex()})" for name, mid in sorted(shipped.items()))
