@@ -418,10 +418,10 @@ def _read_lender(path: Path, seen: frozenset[Path]) -> tuple[dict[str, torch.Ten
     shipped files in turn, and every retired one reads its successors, which read theirs: decoding
     one file of each of the four retired models in one process read the default model's 17 MB file 7
     times without the cache, twice with it (once as the default, once as a lender): 1.4 s instead of
-    1.8 s on the 2-core machine, 1.0 s now that ``Codec.model_for`` also keeps what it loads. The key is the file's content, not its name or time
-    stamp, so a file replaced under the same name is read afresh; hashing the bytes is what a hit
-    costs. The tensors are shared with every borrower and never modified in place (borrowers build
-    new dicts, and modules copy what they load)."""
+    1.8 s on the 2-core machine, 1.0 s now that ``Codec.model_for`` also keeps what it loads. The
+    key is the file's content, not its name or time stamp, so a file replaced under the same name is
+    read afresh; hashing the bytes is what a hit costs. The tensors are shared with every borrower
+    and never modified in place (borrowers build new dicts, and modules copy what they load)."""
     try:
         data = path.read_bytes()
     except OSError as exc:
