@@ -421,7 +421,8 @@ def _read_lender(path: Path, seen: frozenset[Path]) -> tuple[dict[str, torch.Ten
     1.8 s on the 2-core machine, 1.0 s now that ``Codec.model_for`` also keeps what it loads. The
     key is the file's content, not its name or time stamp, so a file replaced under the same name is
     read afresh; hashing the bytes is what a hit costs. The tensors are shared with every borrower
-    and never modified in place (borrowers build new dicts, and modules copy what they load)."""
+    (and some end up as an integer network's buffers as they are), which is safe because nothing
+    modifies a loaded model's tensors in place."""
     try:
         data = path.read_bytes()
     except OSError as exc:
