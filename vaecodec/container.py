@@ -15,9 +15,14 @@ offset size    field
 .      varint  length of the ANS stream in bytes (multiple of 4)
 .      varint  length of the escape stream in bytes
 .      varint  length of the alpha stream in bytes (0 unless the mode has alpha)
+.      varint  length of the filter section in bytes (0: no filter; format 2 only)
 .      4       CRC32 of every byte before it and of the payload that follows
-.      ...     payload: ANS stream, escape stream, alpha stream (a PNG of the alpha plane)
+.      ...     payload: ANS stream, escape stream, alpha stream (a PNG of the alpha plane), filter
+              section (the per-image Wiener filter, vaecodec.wiener)
 ====== ======= ====================================================================
+
+Format 1 (vaecodec before the Wiener filter) is format 2 without the filter field and section; both
+are read, format 2 is written.
 
 Parsing checks, in order: magic, version, field ranges, that the file is exactly as long as the
 header says (truncation / trailing bytes), then the CRC. Only then is the model looked up, so a
@@ -34,7 +39,8 @@ from dataclasses import dataclass
 from .errors import CorruptFileError, UnsupportedFileError
 
 MAGIC = b"VAEZ"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+READABLE_VERSIONS = (1, 2)
 MODES = ("RGB", "L", "RGBA", "LA")
 MAX_SIDE = 65535
 MAX_PIXELS = 1 << 26  # 67 MP: bounds the memory a (possibly hostile) file can make the decoder use
@@ -57,6 +63,7 @@ class Payload:
     stream: bytes
     escapes: bytes
     alpha: bytes
+    filter: bytes = b""  # format 2: the Wiener filter section, empty when the encoder sent none
 
 
 def check_size(width: int, height: int) -> None:
@@ -95,8 +102,8 @@ def pack(header: Header, payload: Payload) -> bytes:
         raise ValueError(f"quality {header.quality} cannot be stored")
     head = _FIXED.pack(MAGIC, FORMAT_VERSION, header.model_id, MODES.index(header.mode), quality)
     head += b"".join(_varint(v) for v in (header.width, header.height, len(payload.stream),
-                                          len(payload.escapes), len(payload.alpha)))
-    body = payload.stream + payload.escapes + payload.alpha
+                                          len(payload.escapes), len(payload.alpha), len(payload.filter)))
+    body = payload.stream + payload.escapes + payload.alpha + payload.filter
     crc = zlib.crc32(body, zlib.crc32(head))
     return head + struct.pack("<I", crc) + body
 
@@ -108,24 +115,24 @@ def unpack(data: bytes) -> tuple[Header, Payload]:
     if len(data) < _FIXED.size:
         raise CorruptFileError("file is truncated inside the header")
     _, version, model_id, mode, quality = _FIXED.unpack_from(data)
-    if version != FORMAT_VERSION:
+    if version not in READABLE_VERSIONS:
         newer = "a newer" if version > FORMAT_VERSION else "an unknown"
         raise UnsupportedFileError(f"format version {version} comes from {newer} vaecodec; "
-                                   f"this version reads format {FORMAT_VERSION}")
+                                   f"this version reads formats {', '.join(map(str, READABLE_VERSIONS))}")
     if mode >= len(MODES):
         raise CorruptFileError(f"unknown colour mode {mode}")
     if not QUALITY_MIN <= quality / 100 <= QUALITY_MAX:
         raise CorruptFileError(f"quality {quality / 100:g} is outside {QUALITY_MIN:g}..{QUALITY_MAX:g}")
     pos = _FIXED.size
     fields = []
-    for _ in range(5):
+    for _ in range(5 if version == 1 else 6):
         value, pos = _read_varint(data, pos)
         fields.append(value)
-    width, height, n_stream, n_esc, n_alpha = fields
+    width, height, n_stream, n_esc, n_alpha, n_filter = fields + [0] * (version == 1)
     check_size(width, height)
     if (n_alpha > 0) != (MODES[mode] in ("RGBA", "LA")):
         raise CorruptFileError("alpha stream does not match the colour mode")
-    end = pos + 4 + n_stream + n_esc + n_alpha
+    end = pos + 4 + n_stream + n_esc + n_alpha + n_filter
     if len(data) < end:
         raise CorruptFileError(f"file is truncated ({len(data)} of {end} bytes)")
     if len(data) > end:
@@ -135,5 +142,6 @@ def unpack(data: bytes) -> tuple[Header, Payload]:
     if zlib.crc32(body, zlib.crc32(data[:pos])) != crc:
         raise CorruptFileError("checksum mismatch: the file is damaged")
     header = Header(model_id, MODES[mode], quality / 100, width, height, version)
-    payload = Payload(body[:n_stream], body[n_stream : n_stream + n_esc], body[n_stream + n_esc :])
+    a, b = n_stream + n_esc, n_stream + n_esc + n_alpha
+    payload = Payload(body[:n_stream], body[n_stream:a], body[a:b], body[b:])
     return header, payload

@@ -1,0 +1,269 @@
+"""The per-image Wiener filter: a linear filter the encoder fits to each image and sends in the file.
+
+The learned post-filter (:class:`vaecodec.transforms.PostFilter`) is the same for every image. What
+it cannot do is adapt: the encoder holds the original, so it can solve for the linear filter that
+takes *this* decoded image closest to *this* original in the least-squares sense, and send its
+coefficients (80-130 bytes). This is VVC's adaptive loop filter idea, done once per image, outside
+any loop, on the decoder's final RGB. On Kodak (6 images, ``runs/`` prototype, docs/training.md)
+the fitted filter gained 0.14-0.18 dB at every quality, 2-4.5 % of the bits net of its own.
+
+Shape: for output channel c, ``out_c = x_c + sum_i w_i f_i + bias``, where the features f are
+
+- the centre of each channel, ``x_c' - 128`` (a 3x3 colour matrix, in effect);
+- for the channel's own plane, point-symmetric second differences ``x(p+d) + x(p-d) - 2 x(p)`` over
+  the offsets d of a disc of diameter ``own_k``; for the other two planes, the same over a disc of
+  diameter ``cross_k``.
+
+Point symmetry halves the coefficients for almost nothing (measured: 0.01-0.02 dB); differences
+instead of raw taps keep the coefficients small and their quantization harmless. On decode the
+coefficients fold into one 3->3 convolution, so applying the filter costs one ``conv2d``.
+
+Coefficients are integers: taps in steps of ``2**-step``, the colour matrix ``2**-(step+3)`` (its
+features are ten times larger), the bias 1/16 of a grey level; written as signed Exp-Golomb codes
+with one parameter. The pixels it produces are floating point and need not match bit for bit across
+devices (nothing is entropy-decoded from them); the integers in the file are what is exact.
+
+Section layout (docs/format.md): ``own_k, cross_k, step, golomb_k`` (one byte each), then
+``3 * n_features(own_k, cross_k)`` zigzag Exp-Golomb codes, channel by channel, in feature order,
+zero bits to the byte boundary. An empty section means no filter.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch.nn import functional as F
+
+from .errors import CorruptFileError
+
+OWN_SIZES = (3, 5, 7)
+CROSS_SIZES = (1, 3)
+MAX_STEP = 16
+MAX_GOLOMB_K = 16
+BIAS_STEP = 1 / 16
+_MAX_PREFIX = 30  # an Exp-Golomb prefix longer than this is corruption, not a coefficient
+_MAX_COEF = 1 << 20  # the encoder never sends a larger one (it would be a fit to noise)
+# Shapes and steps the encoder tries; every image gets the one with the lowest lambda * MSE + bits.
+ENCODER_SHAPES = ((5, 3), (7, 3))
+ENCODER_STEPS = range(5, 13)
+_FIT_PIXELS = 1 << 21  # rows beyond this many pixels are subsampled when fitting (not when applying)
+_CHUNK_PIXELS = 1 << 16  # features are built this many pixels at a time, to bound the memory
+
+
+def offsets(k: int) -> list[tuple[int, int]]:
+    """Half of the nonzero offsets of a disc of diameter k (one of each +-d pair)."""
+    r = k // 2
+    reach = r * r + (1 if k > 3 else 2)  # 3: the full 3x3; larger: the disc without its corners
+    return [(i, j) for i in range(-r, r + 1) for j in range(-r, r + 1)
+            if (i, j) > (0, 0) and i * i + j * j <= reach]
+
+
+def _layout(own_k: int, cross_k: int, c: int) -> list[tuple[int, list[tuple[int, int]]]]:
+    """(plane, its offsets) for output channel c, in coding order: planes 0, 1, 2."""
+    return [(p, offsets(own_k if p == c else cross_k) if (own_k if p == c else cross_k) > 1 else [])
+            for p in range(3)]
+
+
+def n_features(own_k: int, cross_k: int) -> int:
+    """Coefficients per output channel: centre and offsets per plane, and the bias."""
+    return sum(1 + len(o) for _, o in _layout(own_k, cross_k, 0)) + 1
+
+
+@dataclass(frozen=True)
+class WienerFilter:
+    """One image's filter: its shape, quantization step and integer coefficients (3, n_features)."""
+
+    own_k: int
+    cross_k: int
+    step: int
+    coefficients: np.ndarray  # int64
+
+    def kernel(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The filter's change to the pixels folded into a 3->3 convolution of size own_k and a bias,
+        in grey levels (float64). The identity is left out (``apply`` adds x) so that the kernel's
+        entries are all small: a GPU convolving in TF32 keeps 10 mantissa bits, which would cost a
+        kernel holding 1 + w a quarter of a grey level at 255, and costs this one nothing visible."""
+        k, r = self.own_k, self.own_k // 2
+        weight = torch.zeros(3, 3, k, k, dtype=torch.float64)
+        bias = torch.zeros(3, dtype=torch.float64)
+        tap, centre = 2.0 ** -self.step, 2.0 ** -(self.step + 3)
+        for c in range(3):
+            row = iter(self.coefficients[c].tolist())
+            for p, offs in _layout(self.own_k, self.cross_k, c):
+                w = next(row) * centre
+                weight[c, p, r, r] += w
+                bias[c] -= 128 * w
+                for i, j in offs:
+                    w = next(row) * tap
+                    weight[c, p, r + i, r + j] += w
+                    weight[c, p, r - i, r - j] += w
+                    weight[c, p, r, r] -= 2 * w
+            bias[c] += next(row) * BIAS_STEP
+        return weight, bias
+
+    def apply(self, x: torch.Tensor) -> torch.Tensor:
+        """Filter decoded pixels (B, 3, H, W) in grey levels (0..255, float), edges replicated."""
+        weight, bias = self.kernel()
+        r = self.own_k // 2
+        padded = F.pad(x, (r, r, r, r), mode="replicate")
+        return x + F.conv2d(padded, weight.to(x), bias.to(x))
+
+
+# ---- the section's bytes ----------------------------------------------------------------------
+
+def _golomb_bits(u: np.ndarray, k: int) -> int:
+    return int(np.sum(2 * np.floor(np.log2((u >> k) + 1)).astype(np.int64) + 1 + k))
+
+
+def _zigzag(v: np.ndarray) -> np.ndarray:
+    return np.where(v >= 0, 2 * v, -2 * v - 1).astype(np.int64)
+
+
+def size_in_bits(coefficients: np.ndarray) -> int:
+    """Bits of a section holding these coefficients with its best Golomb parameter (header included)."""
+    u = _zigzag(coefficients.ravel())
+    return 32 + 8 * -(-min(_golomb_bits(u, k) for k in range(MAX_GOLOMB_K + 1)) // 8)
+
+
+def encode(filt: WienerFilter) -> bytes:
+    u = _zigzag(filt.coefficients.ravel())
+    gk = min(range(MAX_GOLOMB_K + 1), key=lambda k: _golomb_bits(u, k))
+    bits = []
+    for v in u.tolist():
+        q = (v >> gk) + 1  # Exp-Golomb of order gk: (q's length - 1) zeros, q, then gk low bits of v
+        n = q.bit_length()
+        bits.append("0" * (n - 1) + format(q, "b") + (format(v & ((1 << gk) - 1), f"0{gk}b") if gk else ""))
+    stream = "".join(bits)
+    stream += "0" * (-len(stream) % 8)
+    body = int(stream, 2).to_bytes(len(stream) // 8, "big") if stream else b""
+    return bytes([filt.own_k, filt.cross_k, filt.step, gk]) + body
+
+
+def decode(data: bytes) -> WienerFilter | None:
+    """Parse a filter section; None for an empty one. Raises CorruptFileError on anything malformed:
+    an unknown shape, a code that runs past the section, or bytes left over after it."""
+    if not data:
+        return None
+    if len(data) < 4:
+        raise CorruptFileError("filter section is truncated")
+    own_k, cross_k, step, gk = data[:4]
+    if own_k not in OWN_SIZES or cross_k not in CROSS_SIZES or step > MAX_STEP or gk > MAX_GOLOMB_K:
+        raise CorruptFileError(f"filter section has an unknown shape ({own_k}, {cross_k}, {step}, {gk})")
+    n = 3 * n_features(own_k, cross_k)
+    bits = "".join(format(b, "08b") for b in data[4:])
+    pos, values = 0, []
+    for _ in range(n):
+        zeros = 0
+        while pos + zeros < len(bits) and bits[pos + zeros] == "0" and zeros <= _MAX_PREFIX:
+            zeros += 1
+        end = pos + 2 * zeros + 1 + gk
+        if zeros > _MAX_PREFIX or end > len(bits):
+            raise CorruptFileError("filter section is damaged (a coefficient runs past its end)")
+        q = int(bits[pos + zeros : pos + 2 * zeros + 1], 2)
+        low = int(bits[pos + 2 * zeros + 1 : end], 2) if gk else 0
+        values.append(((q - 1) << gk) | low)
+        pos = end
+    if len(bits) - pos >= 8 or "1" in bits[pos:]:
+        raise CorruptFileError("filter section has unexpected trailing bits")
+    u = np.array(values, dtype=np.int64)
+    coefficients = np.where(u % 2 == 0, u // 2, -(u + 1) // 2).reshape(3, -1)
+    return WienerFilter(own_k, cross_k, step, coefficients)
+
+
+# ---- fitting (encoder) ------------------------------------------------------------------------
+
+def _features(xp: np.ndarray, r: int, own_k: int, cross_k: int, c: int, rows: np.ndarray) -> np.ndarray:
+    """The features of output channel c (n_pixels, n_features) at the given rows, float64, from the
+    image padded by r on every side (edges replicated, as :meth:`WienerFilter.apply` does)."""
+    W = xp.shape[2] - 2 * r
+
+    def shifted(p: int, i: int, j: int) -> np.ndarray:
+        return xp[p, rows + r + i, r + j : r + j + W]
+
+    cols = []
+    for p, offs in _layout(own_k, cross_k, c):
+        centre = xp[p, rows + r, r : r + W]
+        cols.append(centre - 128)
+        cols += [shifted(p, i, j) + shifted(p, -i, -j) - 2 * centre for i, j in offs]
+    cols.append(np.ones_like(cols[0]))
+    return np.stack([col.ravel() for col in cols], axis=1)
+
+
+def fit(decoded: np.ndarray, original: np.ndarray, lam: float) -> WienerFilter | None:
+    """The filter that minimizes ``lam * MSE + bits per pixel`` for one image, or None when no filter
+    beats sending none. ``decoded``: (3, H, W) float grey levels (the decoder's pixels before
+    rounding); ``original``: (3, H, W) uint8; ``lam``: the quality's rate-distortion weight in the
+    units of the training loss (lambda * 255^2 * MSE on 0..1 pixels is lambda * MSE in grey levels).
+
+    The fit is least squares on the normal equations; the cost of every candidate (shape, step) is
+    evaluated from them exactly, so only one pass over the pixels is needed. Images above 2 MP are
+    fitted on evenly spaced rows (the statistics of a few million pixels are plenty)."""
+    H, W = decoded.shape[1:]
+    n_px = H * W
+    rows = np.arange(H)
+    if n_px > _FIT_PIXELS:
+        rows = np.linspace(0, H - 1, max(1, _FIT_PIXELS // W)).astype(int)
+    x = decoded.astype(np.float64)
+    target = original.astype(np.float64) - x
+    big_own, big_cross = max(s[0] for s in ENCODER_SHAPES), max(s[1] for s in ENCODER_SHAPES)
+    r = big_own // 2
+    xp = np.pad(x, ((0, 0), (r, r), (r, r)), mode="edge")
+    stats = []  # per channel: G, b, t.t on the largest shape's features, summed over row chunks
+    for c in range(3):
+        n = n_features(big_own, big_cross)
+        G, b, tt = np.zeros((n, n)), np.zeros(n), 0.0
+        for chunk in np.array_split(rows, -(-len(rows) * W // _CHUNK_PIXELS)):
+            A = _features(xp, r, big_own, big_cross, c, chunk)
+            t = target[c, chunk].ravel()
+            G += A.T @ A
+            b += A.T @ t
+            tt += t @ t
+        stats.append((G, b, tt))
+    n_fit = len(rows) * W
+    base = sum(s[2] for s in stats) / (3 * n_fit)
+    best, best_cost = None, lam * base
+    for own_k, cross_k in ENCODER_SHAPES:
+        cols = _columns(own_k, cross_k, big_own, big_cross)
+        for step in ENCODER_STEPS:
+            coef, sse = [], 0.0
+            for c, (G, b, tt) in enumerate(stats):
+                idx = cols[c]
+                g, v = G[np.ix_(idx, idx)], b[idx]
+                w = np.linalg.solve(g + 1e-9 * np.trace(g) * np.eye(len(idx)), v)
+                scale = _scales(own_k, cross_k, c, step)
+                m = np.clip(np.round(w / scale), -_MAX_COEF, _MAX_COEF).astype(np.int64)
+                wq = m * scale
+                sse += tt - 2 * wq @ v + wq @ g @ wq
+                coef.append(m)
+            coefficients = np.stack(coef)
+            cost = lam * sse / (3 * n_fit) + size_in_bits(coefficients) / n_px
+            if cost < best_cost:
+                best, best_cost = WienerFilter(own_k, cross_k, step, coefficients), cost
+    return best
+
+
+def _scales(own_k: int, cross_k: int, c: int, step: int) -> np.ndarray:
+    """The quantization step of each of channel c's coefficients."""
+    out = []
+    for _, offs in _layout(own_k, cross_k, c):
+        out += [2.0 ** -(step + 3)] + [2.0 ** -step] * len(offs)
+    return np.array(out + [BIAS_STEP])
+
+
+def _columns(own_k: int, cross_k: int, big_own: int, big_cross: int) -> list[list[int]]:
+    """For each channel, where a smaller shape's features sit among the largest shape's."""
+    out = []
+    for c in range(3):
+        big, pos = {}, 0
+        for p, offs in _layout(big_own, big_cross, c):
+            big[(p, None)] = pos
+            for k, o in enumerate(offs, start=1):
+                big[(p, o)] = pos + k
+            pos += 1 + len(offs)
+        idx = []
+        for p, offs in _layout(own_k, cross_k, c):
+            idx += [big[(p, None)]] + [big[(p, o)] for o in offs]
+        out.append(idx + [pos])  # the bias is last in both
+    return out
