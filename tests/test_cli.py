@@ -11,7 +11,7 @@ from click.testing import CliRunner
 from PIL import Image
 
 import vaecodec
-from vaecodec import Codec, cli
+from vaecodec import Codec, cli, container
 from vaecodec.cli import main
 
 
@@ -350,3 +350,11 @@ def test_effort_option(run, png):
     result = run("compress", src, "-e", "3", "--force")
     assert result.exit_code == 2
     assert "effort" in result.stderr.lower()
+
+
+def test_no_filter_option_writes_a_file_without_one(run, png):
+    src = png("nf.png", size=(256, 192))
+    assert run("compress", src, "-q", "5").exit_code == 0
+    with_filter = container.unpack(src.with_suffix(".vaez").read_bytes())[1].filter
+    assert run("compress", src, "-q", "5", "--no-filter", "--force").exit_code == 0
+    assert with_filter and container.unpack(src.with_suffix(".vaez").read_bytes())[1].filter == b""

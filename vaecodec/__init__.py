@@ -35,10 +35,12 @@ def _default_codec() -> Codec:
     return Codec()
 
 
-def compress(img: ImageInput, quality: float = DEFAULT_QUALITY, effort: int = DEFAULT_EFFORT) -> bytes:
+def compress(img: ImageInput, quality: float = DEFAULT_QUALITY, effort: int = DEFAULT_EFFORT,
+             wiener: bool = True) -> bytes:
     """Compress one image with the shipped default model (loaded once per process); ``effort`` 0..2
-    trades encoding time for smaller files (see :mod:`vaecodec.refine`)."""
-    return _default_codec().compress(img, quality, effort)
+    trades encoding time for smaller files (see :mod:`vaecodec.refine`), ``wiener=False`` skips the
+    per-image filter (faster, larger files; see :mod:`vaecodec.wiener`)."""
+    return _default_codec().compress(img, quality, effort, wiener)
 
 
 def decompress(data: FileInput) -> Image.Image:
