@@ -174,21 +174,28 @@ def decode(data: bytes) -> WienerFilter | None:
 
 # ---- fitting (encoder) ------------------------------------------------------------------------
 
-def _features(xp: np.ndarray, r: int, own_k: int, cross_k: int, c: int, rows: np.ndarray) -> np.ndarray:
-    """The features of output channel c (n_pixels, n_features) at the given rows, float64, from the
-    image padded by r on every side (edges replicated, as :meth:`WienerFilter.apply` does)."""
+def _features(xp: np.ndarray, r: int, k: int, rows: np.ndarray) -> np.ndarray:
+    """Every plane's centre and offsets over a disc of diameter k, and the bias: (3 * (1 +
+    len(offsets(k))) + 1, n_pixels) float64 at the given rows (one feature per row, which is what
+    makes building them fast), from the image padded by r on every side
+    (edges replicated, as :meth:`WienerFilter.apply` does). Every smaller shape's features, for any
+    output channel, are columns of these (:func:`_columns`), so one product serves them all."""
     W = xp.shape[2] - 2 * r
 
     def shifted(p: int, i: int, j: int) -> np.ndarray:
         return xp[p, rows + r + i, r + j : r + j + W]
 
-    cols = []
-    for p, offs in _layout(own_k, cross_k, c):
+    offs = offsets(k)
+    out = np.empty((3 * (1 + len(offs)) + 1, len(rows), W))
+    for p in range(3):
+        base = p * (1 + len(offs))
         centre = xp[p, rows + r, r : r + W]
-        cols.append(centre - 128)
-        cols += [shifted(p, i, j) + shifted(p, -i, -j) - 2 * centre for i, j in offs]
-    cols.append(np.ones_like(cols[0]))
-    return np.stack([col.ravel() for col in cols], axis=1)
+        np.subtract(centre, 128, out=out[base])
+        for n, (i, j) in enumerate(offs, start=base + 1):
+            np.add(shifted(p, i, j), shifted(p, -i, -j), out=out[n])
+            out[n] -= 2 * centre
+    out[-1] = 1
+    return out.reshape(len(out), -1)
 
 
 def fit(decoded: np.ndarray, original: np.ndarray, lam: float) -> WienerFilter | None:
@@ -207,35 +214,31 @@ def fit(decoded: np.ndarray, original: np.ndarray, lam: float) -> WienerFilter |
         rows = np.linspace(0, H - 1, max(1, _FIT_PIXELS // W)).astype(int)
     x = decoded.astype(np.float64)
     target = original.astype(np.float64) - x
-    big_own, big_cross = max(s[0] for s in ENCODER_SHAPES), max(s[1] for s in ENCODER_SHAPES)
-    r = big_own // 2
+    k = max(own for own, _ in ENCODER_SHAPES)
+    r = k // 2
     xp = np.pad(x, ((0, 0), (r, r), (r, r)), mode="edge")
-    stats = []  # per channel: G, b, t.t on the largest shape's features, summed over row chunks
-    for c in range(3):
-        n = n_features(big_own, big_cross)
-        G, b, tt = np.zeros((n, n)), np.zeros(n), 0.0
-        for chunk in np.array_split(rows, -(-len(rows) * W // _CHUNK_PIXELS)):
-            A = _features(xp, r, big_own, big_cross, c, chunk)
-            t = target[c, chunk].ravel()
-            G += A.T @ A
-            b += A.T @ t
-            tt += t @ t
-        stats.append((G, b, tt))
+    n = 3 * (1 + len(offsets(k))) + 1
+    G, b, tt = np.zeros((n, n)), np.zeros((3, n)), np.zeros(3)  # normal equations, summed over chunks
+    for chunk in np.array_split(rows, -(-len(rows) * W // _CHUNK_PIXELS)):
+        A = _features(xp, r, k, chunk)
+        t = target[:, chunk].reshape(3, -1)
+        G += A @ A.T
+        b += t @ A.T
+        tt += np.einsum("ij,ij->i", t, t)
     n_fit = len(rows) * W
-    base = sum(s[2] for s in stats) / (3 * n_fit)
+    base = tt.sum() / (3 * n_fit)
     best, best_cost = None, lam * base
     for own_k, cross_k in ENCODER_SHAPES:
-        cols = _columns(own_k, cross_k, big_own, big_cross)
         for step in ENCODER_STEPS:
             coef, sse = [], 0.0
-            for c, (G, b, tt) in enumerate(stats):
-                idx = cols[c]
-                g, v = G[np.ix_(idx, idx)], b[idx]
+            for c in range(3):
+                idx = _columns(own_k, cross_k, k, c)
+                g, v = G[np.ix_(idx, idx)], b[c, idx]
                 w = np.linalg.solve(g + 1e-9 * np.trace(g) * np.eye(len(idx)), v)
                 scale = _scales(own_k, cross_k, c, step)
                 m = np.clip(np.round(w / scale), -_MAX_COEF, _MAX_COEF).astype(np.int64)
                 wq = m * scale
-                sse += tt - 2 * wq @ v + wq @ g @ wq
+                sse += tt[c] - 2 * wq @ v + wq @ g @ wq
                 coef.append(m)
             coefficients = np.stack(coef)
             cost = lam * sse / (3 * n_fit) + size_in_bits(coefficients) / n_px
@@ -252,18 +255,10 @@ def _scales(own_k: int, cross_k: int, c: int, step: int) -> np.ndarray:
     return np.array(out + [BIAS_STEP])
 
 
-def _columns(own_k: int, cross_k: int, big_own: int, big_cross: int) -> list[list[int]]:
-    """For each channel, where a smaller shape's features sit among the largest shape's."""
-    out = []
-    for c in range(3):
-        big, pos = {}, 0
-        for p, offs in _layout(big_own, big_cross, c):
-            big[(p, None)] = pos
-            for k, o in enumerate(offs, start=1):
-                big[(p, o)] = pos + k
-            pos += 1 + len(offs)
-        idx = []
-        for p, offs in _layout(own_k, cross_k, c):
-            idx += [big[(p, None)]] + [big[(p, o)] for o in offs]
-        out.append(idx + [pos])  # the bias is last in both
-    return out
+def _columns(own_k: int, cross_k: int, k: int, c: int) -> list[int]:
+    """Where output channel c's features of a shape sit among :func:`_features`' columns for k."""
+    per_plane = 1 + len(offsets(k))
+    idx = []
+    for p, offs in _layout(own_k, cross_k, c):
+        idx += [p * per_plane] + [p * per_plane + 1 + offsets(k).index(o) for o in offs]
+    return idx + [3 * per_plane]  # the bias is last in both
