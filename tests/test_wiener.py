@@ -93,6 +93,11 @@ def test_malformed_sections_are_refused(section, message):
         wiener.decode(section)
 
 
+def test_an_oversized_section_is_refused_before_it_is_unpacked():
+    with pytest.raises(CorruptFileError, match="longer than"):
+        wiener.decode(b"\x05\x03\x08\x00" + b"\xff" * 10_000)
+
+
 def test_trailing_bits_are_refused():
     data = wiener.encode(_random_filter(5, 3, seed=3))
     with pytest.raises(CorruptFileError, match="trailing"):

@@ -152,6 +152,8 @@ def decode(data: bytes) -> WienerFilter | None:
     if own_k not in OWN_SIZES or cross_k not in CROSS_SIZES or step > MAX_STEP or gk > MAX_GOLOMB_K:
         raise CorruptFileError(f"filter section has an unknown shape ({own_k}, {cross_k}, {step}, {gk})")
     n = 3 * n_features(own_k, cross_k)
+    if len(data) > 4 + (n * (2 * _MAX_PREFIX + 1 + gk) + 7) // 8:  # checked before unpacking any bit
+        raise CorruptFileError("filter section is longer than its coefficients can be")
     bits = "".join(format(b, "08b") for b in data[4:])
     pos, values = 0, []
     for _ in range(n):
