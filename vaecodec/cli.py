@@ -107,7 +107,7 @@ def main() -> None:
                    "the same quality (about 20x and 40x slower on a CPU). Decoding speed is the same.")
 @click.option("--no-filter", is_flag=True,
               help="Do not fit and send the per-image Wiener filter: faster encoding (the encoder "
-                   "skips running the decoder), 2-4 %% larger files for the same quality.")
+                   "skips running the decoder), about 2.5 %% larger files for the same quality.")
 @device_option
 @force_option
 @model_option

@@ -26,8 +26,9 @@ extrapolate below the lowest trained point (see :class:`vaecodec.transforms.Qual
 how the knob reaches the lowest rates without a second model.
 
 The Wiener filter (:mod:`vaecodec.wiener`) is fitted by default: it runs the decoder's synthesis
-in the encoder, which roughly doubles the time of an effort-0 encode for 2-4 % fewer bits at the same
-PSNR; ``wiener=False`` (CLI ``--no-filter``) skips it and writes files the same decoder reads.
+in the encoder, which makes an effort-0 encode 2-3 times slower on a CPU for 2.4 % fewer bits at
+the same PSNR (BD-rate, Kodak); ``wiener=False`` (CLI ``--no-filter``) skips it and writes files
+the same decoder reads.
 """
 
 from __future__ import annotations
