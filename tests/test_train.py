@@ -4,6 +4,7 @@ processes (as torchrun runs it), EMA and export. A few steps each; CPU only."""
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -86,6 +87,11 @@ def test_ddp_with_two_gloo_processes(data, tmp_path):
            "-m", "vaecodec.train", "--run-dir", str(run), "--data", str(data), "--device", "cpu",
            "--steps", "3", *TINY]
     res = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    if res.returncode != 0 and "Signal 6 (SIGABRT)" in res.stderr:
+        # One run in 15-30 on a 2-core Xeon (2026-12-02), a rank died of SIGABRT inside gloo, with a
+        # barrier before destroy_process_group too; one retry, so a broken run still fails twice.
+        shutil.rmtree(run, ignore_errors=True)
+        res = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stderr[-2000:]
     assert "2 process(es) on cpu" in res.stdout
     ckpt = torch.load(run / "last.pt", weights_only=False)
