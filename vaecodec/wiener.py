@@ -182,7 +182,7 @@ def _features(xp: np.ndarray, r: int, k: int, rows: np.ndarray) -> np.ndarray:
     len(offsets(k))) + 1, n_pixels) float64 at the given rows (one feature per row, which is what
     makes building them fast), from the image padded by r on every side
     (edges replicated, as :meth:`WienerFilter.apply` does). Every smaller shape's features, for any
-    output channel, are columns of these (:func:`_columns`), so one product serves them all."""
+    output channel, are rows of these (:func:`_columns`), so one product serves them all."""
     W = xp.shape[2] - 2 * r
 
     def shifted(p: int, i: int, j: int) -> np.ndarray:
@@ -259,9 +259,10 @@ def _scales(own_k: int, cross_k: int, c: int, step: int) -> np.ndarray:
 
 
 def _columns(own_k: int, cross_k: int, k: int, c: int) -> list[int]:
-    """Where output channel c's features of a shape sit among :func:`_features`' columns for k."""
-    per_plane = 1 + len(offsets(k))
+    """Where output channel c's features of a shape sit among :func:`_features`' rows for k."""
+    union = offsets(k)
+    per_plane = 1 + len(union)
     idx = []
     for p, offs in _layout(own_k, cross_k, c):
-        idx += [p * per_plane] + [p * per_plane + 1 + offsets(k).index(o) for o in offs]
+        idx += [p * per_plane] + [p * per_plane + 1 + union.index(o) for o in offs]
     return idx + [3 * per_plane]  # the bias is last in both
