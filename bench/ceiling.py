@@ -1,0 +1,73 @@
+"""How close each quality gets to what the transforms can do at all: quantized against unquantized.
+
+    python -m bench.ceiling                      # default model, qualities 1..10, first 6 Kodak images
+    python -m bench.ceiling --model hp128cb-v4 --limit 24 --qualities 3,7,10
+
+For every quality it decodes each image twice through the same g_s (and post-filter): from the
+rounded latents the file carries (effort 0, no Wiener filter), and from g_a's latents as they are,
+unrounded. The second is the autoencoder's own reconstruction at that quality's gains, the PSNR no
+amount of bits spent on y could beat with these transforms (the encoder's effort search moves the
+latents, but not past what g_s can draw). When the gap between the two closes at the top qualities,
+the curve's top is bounded by the transforms' capacity, not by the prior or the coder: only a model
+with more latent channels (or trained longer) raises it, which is what decides where training compute
+goes (docs/training.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from bench.common import DEFAULT_DATA, environment, image_files
+from bench.metrics import psnr
+from vaecodec import image
+from vaecodec.codec import Codec, quality_to_level
+from vaecodec.transforms import tiled
+
+
+@torch.no_grad()
+def unquantized_rgb(codec: Codec, pic: image.Picture, quality: float) -> np.ndarray:
+    """The picture decoded from g_a's latents at ``quality``'s gains without rounding: (H, W, 3) uint8."""
+    m = codec.model
+    hp, wp = codec._padded(pic.size)
+    x = codec._to_tensor(pic, hp, wp)[None]
+    level = torch.tensor([quality_to_level(quality)])
+    y = tiled(m.g_a, x, 16, 1) * m.gains.gain(level)
+    out = tiled(lambda v: m.synthesize(v, level), y, 1, 16).clamp(0, 1)
+    rgb = torch.round(out[0, :, : pic.size[1], : pic.size[0]] * 255).to(torch.uint8)
+    return rgb.permute(1, 2, 0).numpy()
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data", type=Path, default=DEFAULT_DATA / "kodak")
+    p.add_argument("--model", default=None, help="shipped model name or weights file (default: the default)")
+    p.add_argument("--qualities", default="1,2,3,4,5,6,7,8,9,10")
+    p.add_argument("--limit", type=int, default=6, help="first N images of --data")
+    p.add_argument("--threads", type=int, default=torch.get_num_threads())
+    args = p.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    codec = Codec(args.model, device="cpu")
+    codec.require_encoder()
+    pics = [image.load(f) for f in image_files(args.data, args.limit)]
+    print("\n".join(environment("cpu", args.threads)))
+    print(f"- model: {codec.model.name} ({codec.model.model_id.hex()}); {len(pics)} images of {args.data}\n")
+    print("| quality | bpp (effort 0, no filter) | PSNR from the file's latents | PSNR unquantized "
+          "| gap (dB) |")
+    print("|---|---|---|---|---|")
+    for q in [float(v) for v in args.qualities.split(",")]:
+        bpp, coded, unquantized = [], [], []
+        for pic in pics:
+            data = codec.compress(pic, q, wiener=False)
+            bpp.append(8 * len(data) / (pic.size[0] * pic.size[1]))
+            coded.append(psnr(np.asarray(codec.decompress(data).convert("RGB")), pic.rgb))
+            unquantized.append(psnr(unquantized_rgb(codec, pic, q), pic.rgb))
+        a, b = float(np.mean(coded)), float(np.mean(unquantized))
+        print(f"| {q:g} | {np.mean(bpp):.3f} | {a:.2f} | {b:.2f} | {b - a:.2f} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
