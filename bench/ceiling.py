@@ -5,12 +5,12 @@
 
 For every quality it decodes each image twice through the same g_s (and post-filter): from the
 rounded latents the file carries (effort 0, no Wiener filter), and from g_a's latents as they are,
-unrounded. The second is the autoencoder's own reconstruction at that quality's gains, the PSNR no
-amount of bits spent on y could beat with these transforms (the encoder's effort search moves the
-latents, but not past what g_s can draw). When the gap between the two closes at the top qualities,
-the curve's top is bounded by the transforms' capacity, not by the prior or the coder: only a model
-with more latent channels (or trained longer) raises it, which is what decides where training compute
-goes (docs/training.md).
+unrounded. The second is the autoencoder's own reconstruction at that quality's gains: the most that
+any spending on y could buy with g_a's latents (the encoder's effort search can go past it only by
+moving them, and g_s alone can draw more from latents optimized for it: bench/results/ceiling.md).
+When the gap between the two closes at the top qualities, the curve's top is bounded by the
+transforms' capacity, not by the prior or the coder: only a model with more latent channels (or
+trained longer) raises it, which is what decides where training compute goes (docs/training.md).
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ import torch
 from bench.common import DEFAULT_DATA, environment, image_files
 from bench.metrics import psnr
 from vaecodec import image
-from vaecodec.codec import Codec, quality_to_level
+from vaecodec.codec import Codec
 from vaecodec.transforms import tiled
 
 
@@ -34,11 +34,10 @@ def unquantized_rgb(codec: Codec, pic: image.Picture, quality: float) -> np.ndar
     m = codec.model
     hp, wp = codec._padded(pic.size)
     x = codec._to_tensor(pic, hp, wp)[None]
-    level = torch.tensor([quality_to_level(quality)])
+    level = codec._level(quality, 1)
     y = tiled(m.g_a, x, 16, 1) * m.gains.gain(level)
-    out = tiled(lambda v: m.synthesize(v, level), y, 1, 16).clamp(0, 1)
-    rgb = torch.round(out[0, :, : pic.size[1], : pic.size[0]] * 255).to(torch.uint8)
-    return rgb.permute(1, 2, 0).numpy()
+    decoded = codec._decoded(m, level, y, [pic.size])[0]  # the decoder's synthesis, cropped, 0..255
+    return torch.round(decoded).to(torch.uint8).permute(1, 2, 0).numpy()
 
 
 def main(argv: list[str] | None = None) -> None:
