@@ -4,6 +4,7 @@ the same run, plus the published Kodak curves as reference.
     python -m bench.rd                               # ../shared/data/kodak -> bench/results/kodak/
     python -m bench.rd --data ../shared/data/eval    # another folder -> bench/results/eval/
     python -m bench.rd --limit 3 --peers jpeg420,webp --qualities 1,4,7,10 --out /tmp/rd
+    python -m bench.rd --replot bench/results/kodak  # measure nothing: redraw rd.png from its rd.csv
 
 For every image, every vaecodec quality and every peer setting (``bench/peers.py``: JPEG 4:2:0 and
 4:4:4, WebP, AVIF, JPEG 2000, JPEG XL; a peer whose library or tool is missing is skipped with a
@@ -14,9 +15,12 @@ BD-rate (``bench/bdrate.py``: PSNR, piecewise cubic in log-rate, overlapping PSN
 vaecodec against every peer and reference curve, and for every curve against JPEG 4:2:0.
 
 Writes ``rd.csv`` (every point), ``rd.md`` (machine, date, commit, command; per-setting tables;
-BD-rates) and ``rd.png`` (PSNR vs bpp; needs matplotlib, the ``bench`` extra, else skipped with a note).
-The published curves (``../shared/reference/kodak_published_rd.csv``) are over all 24 Kodak images and
-only drawn for a folder named ``kodak``; they are marked "published", never mixed with measured ones.
+BD-rates) and ``rd.png`` (PSNR and MS-SSIM vs bpp, up to a little past vaecodec's largest bpp and
+zoomed on 0-1 bpp; vaecodec, the peers, JPEG XL and three published curves, ``PLOT_STYLE``; needs
+matplotlib, the ``bench`` extra, else skipped with a note). ``--replot`` redraws ``rd.png`` from a
+finished run's ``rd.csv`` through the same ``build_curves`` and ``plot``. The published curves
+(``../shared/reference/kodak_published_rd.csv``) are over all 24 Kodak images and only drawn for a
+Kodak run; they are marked "published", never mixed with measured ones.
 
 Validation against ``../shared/reference/kodak_conventional_measured.csv`` (made with the same
 libjpeg-turbo 3.2, libwebp and OpenJPEG 2.5), from the full Kodak run (``bench/results/kodak/rd.md``,
@@ -33,6 +37,8 @@ from __future__ import annotations
 
 import argparse
 import csv
+import io
+import re
 import sys
 import time
 from collections.abc import Callable
@@ -74,7 +80,6 @@ MEASURED_LABELS = {
 }
 SOURCES = {"measured": "measured", "published": "published (CompressAI)",
            "reference": "reference measurement"}
-OURS_COLORS = ("black", "firebrick", "darkmagenta")
 FIELDS = ["image", "codec", "setting", "bytes", "bpp", "psnr", "ms_ssim", "enc_s", "dec_s", "width", "height"]
 
 
@@ -103,6 +108,11 @@ def vaecodec_name(effort: int) -> str:
 
 def is_ours(name: str) -> bool:
     return name == "vaecodec" or name.startswith("vaecodec-e")
+
+
+def effort_of(name: str) -> int:
+    """The effort of a vaecodec curve name (inverse of ``vaecodec_name``)."""
+    return DEFAULT_EFFORT if name == "vaecodec" else int(name.removeprefix("vaecodec-e"))
 
 
 def run_vaecodec(images: dict[str, Image.Image], qualities: list[float], device: str,
@@ -228,9 +238,49 @@ def bd_table(curves: dict[str, list[dict]], labels: dict[str, str], sources: dic
     return lines
 
 
+# what the figure draws, in legend order, each with a fixed colour (tab10) and marker so that a codec looks
+# the same in every panel and every figure; curves not listed here are in the tables only. Line style
+# tells the source: solid = measured here, dotted = reference measurement, dashed = published.
+PLOT_STYLE = {
+    "jpeg420": ("tab:blue", "o"),
+    "webp": ("tab:orange", "s"),
+    "avif": ("tab:green", "^"),
+    "jpeg2000": ("tab:red", "v"),
+    "jxl": ("tab:purple", "D"),
+    "jxl_pil": ("tab:purple", "d"),  # drawn only when cjxl's curve is absent
+    "bpg_444_x265_ycbcr": ("tab:brown", "P"),
+    "compressai-mbt2018-mean_mse_cuda": ("tab:pink", "X"),
+    "vtm": ("tab:olive", "*"),
+}
+# vaecodec: one style per effort, in run order
+OURS_STYLE = (("black", "o", "-"), ("dimgray", "s", "--"), ("darkmagenta", "D", "-."))
+SOURCE_LINE = {"measured": "-", "reference": ":", "published": "--"}
+LEGEND_SOURCE = {"measured": "measured here", "reference": "reference measurement", "published": "published"}
+METRICS = (("psnr", "PSNR, 8-bit RGB (dB)"), ("ms_ssim", "MS-SSIM, 8-bit RGB"))
+
+
+def plotted(curves: dict[str, list[dict]]) -> list[str]:
+    """The curves the figure draws: every vaecodec curve, then PLOT_STYLE's in its order (one JPEG XL)."""
+    names = [name for name in curves if is_ours(name)]
+    return names + [name for name in PLOT_STYLE
+                    if name in curves and not (name == "jxl_pil" and "jxl" in curves)]
+
+
+def axis_limits(curves: dict[str, list[dict]], names: list[str], key: str,
+                xmax: float) -> tuple[float, float]:
+    """y range from a little below vaecodec's lowest point to a little above the highest point drawn with
+    bpp <= xmax, so that peers' points far outside the range of vaecodec do not stretch the axes."""
+    ours = [p[key] for name in names if is_ours(name) for p in curves[name] if p["bpp"] <= xmax]
+    shown = [p[key] for name in names for p in curves[name] if p["bpp"] <= xmax and np.isfinite(p[key])]
+    lo, hi = min(ours or shown), max(shown)
+    pad = 0.04 * (hi - lo)
+    return lo - pad, hi + pad
+
+
 def plot(path: Path, curves: dict[str, list[dict]], labels: dict[str, str], sources: dict[str, str],
-         title: str) -> str | None:
-    """PSNR vs bpp; returns a note instead of drawing when matplotlib is missing."""
+         dataset: str, n_images: int) -> str | None:
+    """PSNR and MS-SSIM vs bpp, full range (top row) and 0-1 bpp (bottom row), vaecodec in bold on top;
+    returns a note instead of drawing when matplotlib is missing."""
     try:
         import matplotlib
 
@@ -238,23 +288,78 @@ def plot(path: Path, curves: dict[str, list[dict]], labels: dict[str, str], sour
         import matplotlib.pyplot as plt
     except ImportError:
         return "rd.png not drawn: matplotlib is not installed (`pip install '.[bench]'`)"
-    fig, ax = plt.subplots(figsize=(12.5, 6.5))
-    style = {"measured": "o-", "reference": "s:", "published": "--"}
-    ours_names = [name for name in curves if is_ours(name)]  # one colour per effort, in run order
-    for name, points in curves.items():
-        ours, source = is_ours(name), sources[name]
-        color = OURS_COLORS[ours_names.index(name) % len(OURS_COLORS)] if ours else None
-        ax.plot([p["bpp"] for p in points], [p["psnr"] for p in points], style[source],
-                ms=5 if ours else 3, lw=2.5 if ours else 1.2, color=color,
-                alpha=1 if source == "measured" else 0.8, zorder=3 if ours else 2,
-                label=f"{labels[name]} ({SOURCES[source]})")
-    ax.set(xlabel="bits per pixel (file bytes)", ylabel="PSNR, 8-bit RGB (dB)", title=title, xlim=(0, 2.2))
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))  # beside the plot, hiding no curve
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    names = plotted(curves)
+    ours_names = [name for name in names if is_ours(name)]
+    top = max((p["bpp"] for name in ours_names for p in curves[name]), default=2.0)
+    ranges = ((0.0, round(1.08 * top + 0.05, 1)), (0.0, 1.0))
+    with plt.rc_context({"font.size": 10, "axes.titlesize": 11, "axes.labelsize": 10, "legend.fontsize": 9}):
+        fig, axes = plt.subplots(2, 2, figsize=(14, 10))
+        for row, (x0, x1) in enumerate(ranges):
+            for col, (key, ylabel) in enumerate(METRICS):
+                ax = axes[row, col]
+                for name in names:
+                    points = [p for p in curves[name] if np.isfinite(p[key])]
+                    if not points:  # a published curve without MS-SSIM
+                        continue
+                    if is_ours(name):
+                        color, marker, line = OURS_STYLE[ours_names.index(name) % len(OURS_STYLE)]
+                        kw = {"lw": 2.8, "ms": 7, "zorder": 4}
+                    else:
+                        (color, marker), line = PLOT_STYLE[name], SOURCE_LINE[sources[name]]
+                        kw = {"lw": 1.3, "ms": 5, "zorder": 2, "alpha": 0.9}
+                    ax.plot([p["bpp"] for p in points], [p[key] for p in points], color=color, marker=marker,
+                            ls=line, label=f"{labels[name]} ({LEGEND_SOURCE[sources[name]]})", **kw)
+                ax.set(xlim=(x0, x1), ylim=axis_limits(curves, names, key, x1),
+                       xlabel="bits per pixel (file bytes)", ylabel=ylabel,
+                       title=f"{ylabel.split(',')[0]} vs bpp, {x0:g}-{x1:g} bpp" + (" (zoom)" if row else ""))
+                ax.grid(alpha=0.35)
+        handles, legend_labels = axes[0, 0].get_legend_handles_labels()
+        fig.legend(handles, legend_labels, loc="lower center", ncol=3, frameon=False,
+                   bbox_to_anchor=(0.5, 0.0))
+        shown = dict.fromkeys(sources[name] for name in names)
+        line_names = {"-": "solid", ":": "dotted", "--": "dashed"}
+        key_text = "; ".join(f"{line_names[SOURCE_LINE[s]]} = {SOURCES[s]}" for s in shown if s != "measured")
+        data_name = dataset[:1].upper() + dataset[1:]
+        fig.suptitle(f"{data_name} ({n_images} images): rate-distortion, means over images"
+                     f"\nsolid = {SOURCES['measured']} here" + (f"; {key_text}" if key_text else ""),
+                     fontsize=13)
+        fig.tight_layout(rect=(0, 0.085, 1, 1))
+        buf = io.BytesIO()
+        fig.savefig(buf, format="png", dpi=110)
+        plt.close(fig)
+    # a line plot needs few colours: a 256-colour palette keeps the file at a third of the size
+    Image.open(buf).convert("RGB").quantize(256, dither=Image.Dither.NONE).save(path, optimize=True)
     return None
+
+
+def build_curves(rows: list[dict], dataset: str, reference: Path
+                 ) -> tuple[dict[str, list[dict]], dict[str, str], dict[str, str], list[str], list[str]]:
+    """From a run's rows (measured or read back from ``rd.csv``): the curves to tabulate and draw, their
+    labels and sources, the check of the peers against the reference measurements, and notes. The
+    reference curves are added for Kodak only."""
+    images = {r["image"] for r in rows}
+    measured = means(rows)
+    # a reference row of a codec measured here too is the same tool; otherwise the reference's tool
+    labels = {peer.name: peer.label for peer in all_peers()} | MEASURED_LABELS | REFERENCE_CURVES
+    labels |= {name: f"vaecodec effort {effort_of(name)}" for name in measured if is_ours(name)}
+    labels |= {peer.name: peer.label for peer in all_peers() if peer.name in measured}
+    curves, sources = dict(measured), dict.fromkeys(measured, "measured")
+    check: list[str] = []
+    notes: list[str] = []
+    if dataset == "kodak" and (reference / MEASURED_REFERENCE).is_file():
+        ref_rows = load_measured_reference(reference / MEASURED_REFERENCE, images)
+        check = reference_check(rows, ref_rows, labels)
+        for name, points in means(ref_rows).items():
+            if name not in curves:  # a codec this run could not measure (tool missing here)
+                curves[name], sources[name] = points, "reference"
+    if dataset == "kodak" and (reference / PUBLISHED_REFERENCE).is_file():
+        for name, points in load_reference(reference / PUBLISHED_REFERENCE).items():
+            curves[name], sources[name] = points, "published"
+        if len(images) < 24:
+            notes.append(f"published curves are over all 24 Kodak images; measured ones over {len(images)}")
+    elif dataset == "kodak":
+        notes.append(f"reference curves not drawn: {reference} has none")
+    return curves, labels, sources, check, notes
 
 
 def write_csv(path: Path, rows: list[dict]) -> None:
@@ -263,6 +368,29 @@ def write_csv(path: Path, rows: list[dict]) -> None:
         writer.writeheader()
         for r in rows:
             writer.writerow({k: f"{v:.6g}" if isinstance(v, float) else v for k, v in r.items()})
+
+
+def read_csv(path: Path) -> list[dict]:
+    """The rows ``write_csv`` wrote, with their numbers back as numbers."""
+    ints = {"bytes", "width", "height"}
+    with path.open() as f:
+        return [{k: v if k in ("image", "codec") else int(v) if k in ints else float(v) for k, v in r.items()}
+                for r in csv.DictReader(f)]
+
+
+def replot(folder: Path, reference: Path) -> Path:
+    """Redraw ``rd.png`` of a finished run from its ``rd.csv`` (and the reference CSVs), without measuring:
+    the same ``build_curves`` and ``plot`` as a full run. The dataset is the one in ``rd.md``'s title (a
+    folder such as ``kodak_effort1`` holds a Kodak run), else the folder's name."""
+    rows = read_csv(folder / "rd.csv")
+    md = folder / "rd.md"
+    title = re.match(r"# Rate-distortion on (\S+) ", md.read_text()) if md.is_file() else None
+    dataset = title.group(1) if title else folder.resolve().name
+    curves, labels, sources, _, _ = build_curves(rows, dataset, reference)
+    note = plot(folder / "rd.png", curves, labels, sources, dataset, len({r["image"] for r in rows}))
+    if note:
+        sys.exit(note)
+    return folder / "rd.png"
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -280,7 +408,12 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--reference", type=Path, default=REFERENCE_DIR,
                    help="folder with the reference CSVs (default ../shared/reference)")
     p.add_argument("--out", type=Path, default=None, help="output folder (default bench/results/<dataset>)")
+    p.add_argument("--replot", type=Path, default=None, metavar="FOLDER",
+                   help="measure nothing: redraw FOLDER/rd.png from FOLDER/rd.csv (and the reference CSVs)")
     args = p.parse_args(argv)
+    if args.replot:
+        print(replot(args.replot, args.reference))
+        return
     torch.set_num_threads(args.threads)
     device = args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
     dataset = args.data.resolve().name
@@ -298,31 +431,12 @@ def main(argv: list[str] | None = None) -> None:
         if not peer.missing:
             rows += run_peer(images, peer)
 
-    measured = means(rows)
-    # a reference row of a codec measured here too is the same tool; otherwise the reference's tool
-    labels = {peer.name: peer.label for peer in all_peers()} | MEASURED_LABELS | REFERENCE_CURVES
-    labels |= {vaecodec_name(e): f"vaecodec effort {e}" for e in efforts}
-    labels |= {peer.name: peer.label for peer in peers if not peer.missing}
-    curves, sources = dict(measured), dict.fromkeys(measured, "measured")
-    check: list[str] = []
-    ref_rows = []
-    if dataset == "kodak" and (args.reference / MEASURED_REFERENCE).is_file():
-        ref_rows = load_measured_reference(args.reference / MEASURED_REFERENCE, set(images))
-        check = reference_check(rows, ref_rows, labels)
-        for name, points in means(ref_rows).items():
-            if name not in curves:  # a codec this run could not measure (tool missing here)
-                curves[name], sources[name] = points, "reference"
-    if dataset == "kodak" and (args.reference / PUBLISHED_REFERENCE).is_file():
-        for name, points in load_reference(args.reference / PUBLISHED_REFERENCE).items():
-            curves[name], sources[name] = points, "published"
-        if len(files) < 24:
-            notes.append(f"published curves are over all 24 Kodak images; measured ones over {len(files)}")
-    elif dataset == "kodak":
-        notes.append(f"reference curves not drawn: {args.reference} has none")
+    curves, labels, sources, check, more = build_curves(rows, dataset, args.reference)
+    notes += more
 
     out.mkdir(parents=True, exist_ok=True)
     write_csv(out / "rd.csv", rows)
-    plot_note = plot(out / "rd.png", curves, labels, sources, f"{dataset} ({len(files)} images)")
+    plot_note = plot(out / "rd.png", curves, labels, sources, dataset, len(files))
     notes += [plot_note] if plot_note else []
 
     lines = [f"# Rate-distortion on {dataset} ({len(files)} images)", "", *env,
