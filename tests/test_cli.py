@@ -267,28 +267,15 @@ def test_unknown_model_option(run, png):
     assert not src.with_suffix(".vaez").exists()
 
 
-def test_a_decode_only_model_refuses_compression_in_one_line(run, png):
-    """hp64-v1 ships decode-only (weights.retire_encoder): its files decode, new ones are refused
-    before any output is touched."""
-    src = png("m.png")
-    result = run("compress", src, "--model", "hp64-v1")
-    _clean_error(result, "hp64-v1 is decode-only", "compress with")
-    assert not src.with_suffix(".vaez").exists()
-
-
-def test_models_lists_every_shipped_model_with_its_role(run):
-    from vaecodec.weights import DEFAULT_MODEL, available_models, load_model
+def test_models_lists_the_shipped_model_verified(run):
+    from vaecodec import weights
 
     result = run("models")
     assert result.exit_code == 0
     lines = result.output.splitlines()
-    assert len(lines) == len(available_models())
-    for name, path in available_models().items():
-        line = next(line for line in lines if line.startswith(f"{name}: "))
-        m = load_model(path)
-        assert m.model_id.hex() in line
-        assert ("decode-only" in line) == (m.g_a is None)
-        assert ("(default)" in line) == (name == DEFAULT_MODEL)
+    assert len(lines) == len(weights.shipped()) == 1
+    w = weights.read(weights.resolve(None))
+    assert lines[0].startswith(f"{weights.DEFAULT_MODEL} (default): model {w.model_id.hex()}")
 
 
 def test_16bit_warning_goes_to_stderr(run, tmp_path):

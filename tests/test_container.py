@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from vaecodec import Codec, CorruptFileError, UnsupportedFileError, VaecodecError, container
-from vaecodec.weights import available_models, read_weights, save_weights
+from vaecodec import Codec, CorruptFileError, UnsupportedFileError, VaecodecError, container, weights
+from vaecodec.bits import BitReader
 
 
 def _header_len(data: bytes) -> int:
@@ -22,9 +22,10 @@ def _header_len(data: bytes) -> int:
 def _recrc(data: bytes | bytearray) -> bytes:
     """Recompute the CRC of a (modified) file whose header layout is unchanged."""
     data = bytearray(data)
-    pos = container._FIXED.size
-    for _ in range(5):
-        _, pos = container._read_varint(bytes(data), pos)
+    reader = BitReader(bytes(data), "header", 8 * container._FIXED.size)
+    for _ in range(6):
+        reader.varint(5)
+    pos = reader.byte_pos
     crc = zlib.crc32(bytes(data[pos + 4 :]), zlib.crc32(bytes(data[:pos])))
     data[pos : pos + 4] = struct.pack("<I", crc)
     return bytes(data)
@@ -48,7 +49,7 @@ def test_pack_unpack_round_trip():
 def test_valid_file_parses(small_vaez):
     header, payload = container.unpack(small_vaez)
     assert (header.width, header.height, header.mode, header.quality) == (16, 16, "RGB", 4.0)
-    assert header.version == container.FORMAT_VERSION
+    assert small_vaez[4] == container.FORMAT_VERSION
     assert len(payload.stream) > 0 and len(payload.stream) % 4 == 0
     assert payload.alpha == b""
 
@@ -109,6 +110,14 @@ def test_newer_format_version(codec, small_vaez):
         Codec.info(bad)
 
 
+def test_pre_release_format_1_is_refused(codec, small_vaez):
+    """Format 1 (before the Wiener filter) was never released: refused, never guessed at."""
+    old = bytearray(small_vaez)
+    old[4] = 1
+    with pytest.raises(UnsupportedFileError, match="pre-release"):
+        codec.decompress(_recrc(old))
+
+
 def test_unknown_mode_byte(codec, small_vaez):
     bad = bytearray(small_vaez)
     bad[13] = len(container.MODES)
@@ -166,7 +175,7 @@ def test_absurd_size_refused_before_decoding(codec, small_vaez, monkeypatch):
     def must_not_run(*args, **kwargs):
         raise AssertionError("entropy decoding started for an absurd image size")
 
-    monkeypatch.setattr(Codec, "_decode_latents", must_not_run)
+    monkeypatch.setattr(Codec, "_decode", must_not_run)
     monkeypatch.setattr(container, "Payload", must_not_run)  # unpack must fail before building one
     for w, h in [(65535, 65535), (65535, 2048), (0, 16), (16, 0), (70000, 1)]:
         data = container.pack(dataclasses.replace(header, width=w, height=h), payload)
@@ -216,10 +225,11 @@ def test_fuzzed_payload_with_valid_crc(codec, small_vaez):
 
 @pytest.fixture(scope="module")
 def other_model(codec, tmp_path_factory):
-    config, tensors, _ = read_weights(codec._model_path(None))
+    w = weights.read(weights.resolve(None))
+    tensors = dict(w.tensors)
     tensors["g_s.0.bias"] = tensors["g_s.0.bias"] * (1 + 1e-3) + 1e-4
-    path = tmp_path_factory.mktemp("models") / "other.pt"
-    save_weights(config, tensors, path)
+    path = tmp_path_factory.mktemp("models") / "other.safetensors"
+    weights.write(path, w.config, tensors)
     return path
 
 
@@ -231,23 +241,24 @@ def test_file_from_another_model(codec, make_image, other_model):
     assert Codec.info(data)[0].model_id == other.model.model_id
     with pytest.raises(UnsupportedFileError) as info:
         codec.decompress(data)
-    assert other.model.model_id.hex() in str(info.value)
-    for name in available_models():  # the error names every model this version could decode with
-        assert name in str(info.value)
+    # the error names the model the file needs and the one this codec has
+    for model_id in (other.model.model_id, codec.model.model_id):
+        assert model_id.hex() in str(info.value)
+    assert codec.model.name in str(info.value)
     assert other.decompress(data).size == (24, 16)  # fine with the right model
     res = codec.decompress_batch([data, codec.compress(img, 5)], on_error="return")
     assert isinstance(res[0], UnsupportedFileError) and res[1].size == (24, 16)
 
 
-def test_resaved_weights_keep_model_id(codec, tmp_path):
-    blob = torch.load(codec._model_path(None), map_location="cpu", weights_only=True)
-    path = tmp_path / "same.pt"
-    torch.save(blob, path)
+def test_rewritten_weights_keep_model_id(codec, tmp_path):
+    w = weights.read(weights.resolve(None))
+    path = tmp_path / "same.safetensors"
+    assert weights.write(path, w.config, w.tensors) == codec.model.model_id
     assert Codec(str(path), device="cpu").model.model_id == codec.model.model_id
 
 
 def test_not_a_weights_file(tmp_path):
-    path = tmp_path / "bad.pt"
-    path.write_bytes(b"not torch")
-    with pytest.raises(VaecodecError):
+    path = tmp_path / "bad.safetensors"
+    path.write_bytes(b"not a weights file")
+    with pytest.raises(VaecodecError, match="not an intact vaecodec weights file"):
         Codec(str(path), device="cpu")

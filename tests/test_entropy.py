@@ -5,14 +5,15 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from training.export import export_model
+from training.model import ModelConfig, VAEModel
 
-from vaecodec import Codec, CorruptFileError, container, entropy, image
-from vaecodec.codec import quality_to_level
-from vaecodec.entropy import TOTAL, EscapeReader, StreamDecoder, TableSet, quantize_pmf, write_varints
-from vaecodec.model import ModelConfig, VAEModel
+from vaecodec import Codec, CorruptFileError, container, entropy
+from vaecodec.entropy import TOTAL, EscapeReader, StreamDecoder, TableSet, quantize_pmf, write_escapes
 from vaecodec.prior import MEAN_FRAC_BITS, NUM_SCALES
+from vaecodec.quality import level_of
 from vaecodec.quantize import symbols
-from vaecodec.weights import export_model
+from vaecodec.transforms import pad
 
 # ---- quantize_pmf / TableSet ------------------------------------------------------------------
 
@@ -88,29 +89,29 @@ VARINT_VALUES = [0, 1, -1, 63, -64, 64, -65, 127, 128, 300, -300, 10**6, -(10**6
 
 
 def test_varints_round_trip():
-    data = write_varints(VARINT_VALUES)
+    data = write_escapes(VARINT_VALUES)
     reader = EscapeReader(data)
     assert reader.take(len(VARINT_VALUES)).tolist() == VARINT_VALUES
     reader.finish()
-    assert write_varints([0, -1, 1]) == bytes([0, 1, 2])  # zigzag LEB128
+    assert write_escapes([0, -1, 1]) == bytes([0, 1, 2])  # zigzag LEB128
 
 
 def test_varints_in_pieces():
-    reader = EscapeReader(write_varints(VARINT_VALUES))
+    reader = EscapeReader(write_escapes(VARINT_VALUES))
     got = [*reader.take(3).tolist(), *reader.take(0).tolist(), *reader.take(len(VARINT_VALUES) - 3).tolist()]
     assert got == VARINT_VALUES
 
 
 @pytest.mark.parametrize("cut", [1, 2, 5])
 def test_truncated_escape_stream(cut):
-    data = write_varints([5, -(10**9), 2**40])
+    data = write_escapes([5, -(10**9), 2**40])
     reader = EscapeReader(data[:-cut])
     with pytest.raises(CorruptFileError, match="escape"):
         reader.take(3)
 
 
 def test_escape_stream_trailing_bytes():
-    reader = EscapeReader(write_varints([1, 2, 3]))
+    reader = EscapeReader(write_escapes([1, 2, 3]))
     reader.take(2)
     with pytest.raises(CorruptFileError, match="trailing"):
         reader.finish()
@@ -141,7 +142,7 @@ def _escaped(tables: TableSet, t: int, v: int) -> bool:
 
 def test_escape_round_trip_with_model_tables(codec):
     m = codec.model
-    zt, yt = m.z_coder.tables, m.y_coder.tables
+    zt, yt = m.latent.z_coder.tables, m.latent.y_coder.tables
     rng = np.random.default_rng(0)
     n = m.config.n
     z = rng.integers(-3, 4, (n, 2, 3)).astype(np.int64)
@@ -159,7 +160,7 @@ def test_escape_round_trip_with_model_tables(codec):
         flat_y[pos[:4]] = _edge_values(yt, t)
     flat_y[:6] = [10**6, -(10**6), 2**20, -(2**20), 2**62, -(2**62)]
 
-    stream, escapes = entropy.encode(m.z_coder, z, m.y_coder, [(y, y_table)])
+    stream, escapes = entropy.encode(m.latent.z_coder, z, m.latent.y_coder, [(y, y_table)])
     assert len(stream) % 4 == 0
     # the escape stream holds exactly the out-of-range values, z by channel then y by table
     expected = [v for c in range(n) for v in z[c].ravel().tolist() if _escaped(zt, c, v)]
@@ -170,8 +171,8 @@ def test_escape_round_trip_with_model_tables(codec):
     reader.finish()
 
     dec = StreamDecoder(stream, escapes)
-    z_dec = dec.z(m.z_coder, z.shape)
-    y_dec = dec.y(m.y_coder, y_table)
+    z_dec = dec.z(m.latent.z_coder, z.shape)
+    y_dec = dec.y(m.latent.y_coder, y_table)
     dec.finish()
     assert np.array_equal(z_dec, z)
     assert np.array_equal(y_dec, y)
@@ -182,11 +183,11 @@ def test_no_escapes_for_in_range_values(codec):
     z = np.zeros((m.config.n, 1, 1), np.int64)
     y_table = np.full((m.config.m, 4, 4), NUM_SCALES - 1, np.int64)
     y = np.zeros(y_table.shape, np.int64)
-    stream, escapes = entropy.encode(m.z_coder, z, m.y_coder, [(y, y_table)])
+    stream, escapes = entropy.encode(m.latent.z_coder, z, m.latent.y_coder, [(y, y_table)])
     assert escapes == b""
     dec = StreamDecoder(stream, escapes)
-    assert np.array_equal(dec.z(m.z_coder, z.shape), z)
-    assert np.array_equal(dec.y(m.y_coder, y_table), y)
+    assert np.array_equal(dec.z(m.latent.z_coder, z.shape), z)
+    assert np.array_equal(dec.y(m.latent.y_coder, y_table), y)
     dec.finish()
 
 
@@ -197,14 +198,14 @@ def test_decoder_detects_truncated_escapes(codec):
     y_table = np.zeros((m.config.m, 4, 4), np.int64)
     y = np.zeros(y_table.shape, np.int64)
     y[0, 0, 0] = -(10**7)
-    stream, escapes = entropy.encode(m.z_coder, z, m.y_coder, [(y, y_table)])
+    stream, escapes = entropy.encode(m.latent.z_coder, z, m.latent.y_coder, [(y, y_table)])
     dec = StreamDecoder(stream, escapes[:-1])
-    dec.z(m.z_coder, z.shape)
+    dec.z(m.latent.z_coder, z.shape)
     with pytest.raises(CorruptFileError):
-        dec.y(m.y_coder, y_table)
+        dec.y(m.latent.y_coder, y_table)
     dec = StreamDecoder(stream, escapes + b"\x00")
-    dec.z(m.z_coder, z.shape)
-    dec.y(m.y_coder, y_table)
+    dec.z(m.latent.z_coder, z.shape)
+    dec.y(m.latent.y_coder, y_table)
     with pytest.raises(CorruptFileError):
         dec.finish()
 
@@ -221,19 +222,19 @@ def test_stream_length_not_multiple_of_four():
 def plain_codec(tmp_path_factory) -> Codec:
     """A model without a context model, whose one-part y stream this test re-implements (the
     two-part stream of context models: tests/test_context.py). A small random one: the shipped
-    plain hyperpriors are decode-only."""
+    model is a context model."""
     torch.manual_seed(7)
     model = VAEModel(ModelConfig(n=16, m=32)).eval()
     with torch.no_grad():
         model.g_a[-1].weight.mul_(30)  # latents of a few units, as a trained model's, not all zero
-    path = tmp_path_factory.mktemp("plain") / "plain.pt"
+    path = tmp_path_factory.mktemp("plain") / "plain.safetensors"
     export_model(model, path)
     return Codec(model=str(path), device="cpu")
 
 
 @pytest.mark.parametrize("quality", [2.0, 6.25])
 def test_decoded_symbols_equal_encoder_symbols(plain_codec, make_image, quality):
-    """Re-run the encoder path of Codec._compress_group and compare with what the file decodes to."""
+    """Re-run the encoder path step by step and compare with what the file decodes to."""
     codec = plain_codec
     m = codec.model
     img = make_image(40, 72, seed=9)
@@ -241,22 +242,20 @@ def test_decoded_symbols_equal_encoder_symbols(plain_codec, make_image, quality)
     header, payload = container.unpack(data)
     assert header.quality == quality
 
-    pic = image.load(img)
-    hp, wp = codec._padded(pic.size)
     with torch.inference_mode():
-        x = codec._to_tensor(pic, hp, wp)[None]
-        level = torch.full((1,), quality_to_level(quality))
-        y = m.g_a(x) * m.gains.gain(level)
-        z = symbols(m.h_a(y))
-        mean, index = m.h_s(z)
+        x = pad(torch.from_numpy(img).permute(2, 0, 1).float()[None] / 255)
+        level = torch.full((1,), level_of(quality))
+        y = m.analyze(x, level)
+        z = symbols(m.latent.h_a(y))
+        mean, index = m.latent.h_s(z)
         y_sym = symbols(y, mean.double() / 2**MEAN_FRAC_BITS)
     z_enc, y_enc, index_enc = z[0].numpy(), y_sym[0].numpy(), index[0].numpy()
     assert np.abs(y_enc).max() > 0  # not a trivial all-zero latent
 
     dec = StreamDecoder(payload.stream, payload.escapes)
-    z_dec = dec.z(m.z_coder, z_enc.shape)
+    z_dec = dec.z(m.latent.z_coder, z_enc.shape)
     assert np.array_equal(z_dec, z_enc)
-    _, index_dec = m.h_s(torch.from_numpy(z_dec)[None])
+    _, index_dec = m.latent.h_s(torch.from_numpy(z_dec)[None])
     assert np.array_equal(index_dec[0].numpy(), index_enc)
-    y_dec = dec.y(m.y_coder, index_dec[0].numpy())
+    y_dec = dec.y(m.latent.y_coder, index_dec[0].numpy())
     assert np.array_equal(y_dec, y_enc)

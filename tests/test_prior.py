@@ -13,13 +13,13 @@ from vaecodec.prior import (
     NUM_SCALES,
     Z_CLAMP,
     IntegerHyperSynthesis,
-    _hs_layers,
+    hs_layers,
 )
 
 
 @pytest.fixture(scope="module")
 def h_s(codec) -> IntegerHyperSynthesis:
-    return codec.model.h_s
+    return codec.model.latent.h_s
 
 
 @pytest.fixture(scope="module")
@@ -106,7 +106,7 @@ def reference_h_s(net: IntegerHyperSynthesis, z: np.ndarray) -> tuple[np.ndarray
 def _small_random_net(seed: int) -> IntegerHyperSynthesis:
     """A tiny integer network with small shifts (including 0), so rounding ties are frequent."""
     gen = torch.Generator().manual_seed(seed)
-    spec = _hs_layers(4, 6)
+    spec = hs_layers(4, 6)
     weights, biases, shifts = [], [], []
     for kind, cin, cout, k, _s in spec:
         shape = (cin, cout, k, k) if kind == "deconv" else (cout, cin, k, k)
@@ -225,7 +225,7 @@ def test_gaussian_bits_matches_float64_and_keeps_a_gradient_in_the_tail():
 
 
 def test_bound_only_passes_gradients_that_pull_values_back_inside():
-    from vaecodec.model import bound
+    from training.model import bound
 
     x = torch.tensor([-3.0, -3.0, 1.0, 5.0, 5.0], requires_grad=True)
     out = bound(x, 0.0, 4.0)

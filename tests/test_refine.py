@@ -7,17 +7,17 @@ import numpy as np
 import pytest
 import torch
 
-from vaecodec import Codec, VaecodecError, refine
-from vaecodec.codec import quality_to_level
-from vaecodec.quantize import symbols
-from vaecodec.refine import EFFORT_MAX, _soft_round
+from vaecodec import EFFORT_MAX, Codec, VaecodecError, refine
+from vaecodec.quality import level_of
+from vaecodec.refine import _soft_round
+from vaecodec.transforms import pad
 
 
 def _cost(codec: Codec, img: np.ndarray, quality: float, effort: int) -> float:
     """lambda * 255^2 * MSE + bpp of the real file: what the search minimizes, measured end to end."""
     data = codec.compress(img, quality, effort=effort)
     out = np.asarray(codec.decompress(data)).astype(np.float64)
-    lam = float(codec.model.gains.lambda_at(torch.tensor([quality_to_level(quality)])))
+    lam = float(codec.model.gains.lambda_at(torch.tensor([level_of(quality)])))
     mse = np.mean((out - img) ** 2)
     return lam * mse + 8 * len(data) / (img.shape[0] * img.shape[1])
 
@@ -44,13 +44,12 @@ def test_tiles_cover_the_image_and_skip_padding(codec, make_image, monkeypatch):
     monkeypatch.setattr(refine, "TILE", 2)
     img = make_image(20, 100, seed=2)  # padded to 64 x 128: latent grid 4 x 8, image in rows 0-1
     m = codec.model
-    x = torch.nn.functional.pad(torch.from_numpy(img).permute(2, 0, 1).float()[None] / 255,
-                                (0, 28, 0, 44), mode="replicate")
-    level = torch.tensor([quality_to_level(6)])
+    x = pad(torch.from_numpy(img).permute(2, 0, 1).float()[None] / 255)
+    level = torch.tensor([level_of(6)])
     with torch.no_grad():
-        y = m.g_a(x) * m.gains.gain(level)
-        mean, index = m.h_s(symbols(m.h_a(y)))
-    out = refine.refine(m, x, y, mean, index, level, (100, 20), steps=3)
+        y = m.analyze(x, level)
+        _, mean, index = m.latent.hyper(y)
+    out = refine.refine(m, x, y, mean, index, level, (100, 20), effort=1)
     moved = (out != y).any(dim=1)[0]
     assert moved[:2].all()
     assert not moved[2:].any()

@@ -4,45 +4,41 @@ Python API::
 
     import vaecodec
     data = vaecodec.compress("photo.png", quality=5)      # bytes of a .vaez file
-    data = vaecodec.compress("photo.png", effort=2)       # slower encode, smaller file
     img = vaecodec.decompress(data)                       # PIL image
 
     codec = vaecodec.Codec(device="cuda")                 # load once, code many
-    files = codec.compress_batch(paths, quality=5)
+    files = codec.compress_batch(["a.png", "b.png"], quality=5)
+
+Importing the package is cheap: torch and the networks load on first use of :class:`Codec` or of
+the module-level functions (:pep:`562` lazy attributes), so the command line answers ``--help``,
+``--version``, ``info`` and ``models`` without them.
 """
 
 from __future__ import annotations
 
-from functools import lru_cache
+from typing import TYPE_CHECKING, Any
 
-from PIL import Image
-
-from .codec import DEFAULT_EFFORT, DEFAULT_QUALITY, QUALITY_MAX, QUALITY_MIN, Codec, FileInput
 from .errors import CorruptFileError, ImageError, OutputError, UnsupportedFileError, VaecodecError
-from .image import ImageInput
+from .quality import DEFAULT_EFFORT, DEFAULT_QUALITY, EFFORT_MAX, QUALITY_MAX, QUALITY_MIN
 
-__version__ = "0.1.0"
+if TYPE_CHECKING:
+    from .api import compress, decompress
+    from .codec import Codec
+
+__version__ = "0.2.0.dev0"
 
 __all__ = [
-    "Codec", "CorruptFileError", "DEFAULT_EFFORT", "DEFAULT_QUALITY", "ImageError", "OutputError",
-    "QUALITY_MAX", "QUALITY_MIN", "UnsupportedFileError", "VaecodecError", "compress", "decompress",
-    "__version__",
+    "Codec", "CorruptFileError", "DEFAULT_EFFORT", "DEFAULT_QUALITY", "EFFORT_MAX", "ImageError",
+    "OutputError", "QUALITY_MAX", "QUALITY_MIN", "UnsupportedFileError", "VaecodecError", "compress",
+    "decompress", "__version__",
 ]
 
-
-@lru_cache(maxsize=1)
-def _default_codec() -> Codec:
-    return Codec()
+_LAZY = {"Codec": "codec", "compress": "api", "decompress": "api"}
 
 
-def compress(img: ImageInput, quality: float = DEFAULT_QUALITY, effort: int = DEFAULT_EFFORT,
-             wiener: bool = True) -> bytes:
-    """Compress one image with the shipped default model (loaded once per process); ``effort`` 0..2
-    trades encoding time for smaller files (see :mod:`vaecodec.refine`), ``wiener=False`` skips the
-    per-image filter (faster, larger files; see :mod:`vaecodec.wiener`)."""
-    return _default_codec().compress(img, quality, effort, wiener)
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        from importlib import import_module
 
-
-def decompress(data: FileInput) -> Image.Image:
-    """Decompress .vaez bytes or a .vaez path with the shipped models."""
-    return _default_codec().decompress(data)
+        return getattr(import_module(f".{_LAZY[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -5,6 +5,9 @@ swapped unless ``-o`` names a file (one input) or a folder (several inputs); not
 without ``--force``; outputs are written atomically, so an error or Ctrl-C leaves no partial file;
 errors are one line on stderr; with several inputs a bad one is reported and the rest go on, and the
 exit status is 1 if any failed.
+
+torch is imported only by the commands that code images (``--help``, ``--version``, ``info`` and
+``models`` answer without it), once, when the codec loads.
 """
 
 from __future__ import annotations
@@ -16,14 +19,17 @@ import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
-from . import __version__, image
-from .codec import DEFAULT_EFFORT, DEFAULT_QUALITY, QUALITY_MAX, QUALITY_MIN, Codec
+from . import __version__, container, weights
 from .errors import VaecodecError
-from .refine import EFFORT_MAX
-from .weights import DEFAULT_MODEL, available_models, load_model
+from .files import check_writable, read_bytes, write_atomic
+from .quality import DEFAULT_EFFORT, DEFAULT_QUALITY, EFFORT_MAX, QUALITY_MAX, QUALITY_MIN
+
+if TYPE_CHECKING:
+    from .codec import Codec
 
 
 def _error(msg: str) -> None:
@@ -50,12 +56,11 @@ def _outputs(inputs: tuple[Path, ...], output: Path | None, suffix: str) -> list
     return [output / p.with_suffix(suffix).name for p in inputs]
 
 
-def _load_codec(model: str | None, device: str, compress: bool = False) -> Codec:
+def _load_codec(model: str | None, device: str) -> Codec:
+    from .codec import Codec  # imports torch
+
     try:
-        codec = Codec(model, device)
-        if compress:
-            codec.require_encoder()
-        return codec
+        return Codec(model, device)
     except VaecodecError as exc:
         _error(str(exc))
         sys.exit(1)
@@ -88,7 +93,8 @@ device_option = click.option("--device", type=click.Choice(["auto", "cpu", "cuda
 force_option = click.option("--force", "-f", is_flag=True, help="Overwrite existing outputs.")
 output_option = click.option("-o", "--output", type=click.Path(path_type=Path),
                              help="Output file (one input) or existing folder (several inputs).")
-model_option = click.option("--model", default=None, help="Shipped model name or weights file.")
+model_option = click.option("--model", default=None, metavar="WEIGHTS",
+                            help="A weights file to use instead of the shipped model (a training export).")
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -104,10 +110,10 @@ def main() -> None:
               show_default=True, help="1 = smallest files ... 10 = best quality; fractions allowed.")
 @click.option("-e", "--effort", type=click.IntRange(0, EFFORT_MAX), default=DEFAULT_EFFORT, show_default=True,
               help="Encoder effort: 0 = fastest; 1 and 2 search for latents that cost fewer bits for "
-                   "the same quality (about 20x and 40x slower on a CPU). Decoding speed is the same.")
+                   "the same quality, at many times the encoding time. Decoding is unchanged.")
 @click.option("--no-filter", is_flag=True,
               help="Do not fit and send the per-image Wiener filter: faster encoding (the encoder "
-                   "skips running the decoder), about 2.5 %% larger files for the same quality.")
+                   "skips running the decoder), slightly larger files for the same quality.")
 @device_option
 @force_option
 @model_option
@@ -115,14 +121,15 @@ def compress(inputs: tuple[Path, ...], output: Path | None, quality: float, effo
              device: str, force: bool, model: str | None) -> None:
     """Compress images (PNG, JPEG, WebP, ... anything Pillow reads) to .vaez files."""
     pairs = list(zip(inputs, _outputs(inputs, output, ".vaez"), strict=True))
-    codec = _load_codec(model, device, compress=True)
+    codec = _load_codec(model, device)
+    from . import image
 
     def job(src: Path, dst: Path) -> str:
-        image.check_writable(dst, force)
+        check_writable(dst, force)
         start = time.perf_counter()
         pic = image.load(src)
         data = codec.compress(pic, quality, effort, wiener=not no_filter)
-        image.write_atomic(dst, lambda f: f.write(data), force)
+        write_atomic(dst, lambda f: f.write(data), force)
         w, h = pic.size
         return (f"{src} -> {dst}: {w}x{h}, {len(data)} bytes, {8 * len(data) / (w * h):.3f} bpp, "
                 f"{time.perf_counter() - start:.2f} s")
@@ -135,14 +142,17 @@ def compress(inputs: tuple[Path, ...], output: Path | None, quality: float, effo
 @output_option
 @device_option
 @force_option
-def decompress(inputs: tuple[Path, ...], output: Path | None, device: str, force: bool) -> None:
+@model_option
+def decompress(inputs: tuple[Path, ...], output: Path | None, device: str, force: bool,
+               model: str | None) -> None:
     """Decompress .vaez files; the output's extension picks its format (default .png)."""
     pairs = list(zip(inputs, _outputs(inputs, output, ".png"), strict=True))
-    codec = _load_codec(None, device)
+    codec = _load_codec(model, device)
+    from . import image
 
     def job(src: Path, dst: Path) -> str:
         image.output_format(dst)
-        image.check_writable(dst, force)
+        check_writable(dst, force)
         start = time.perf_counter()
         img = codec.decompress(src)
         image.save(img, dst, force)
@@ -157,30 +167,27 @@ def info(inputs: tuple[Path, ...]) -> None:
     """Show the header of .vaez files (the checksum is verified too)."""
 
     def job(src: Path, _dst: Path) -> str:
-        header, size = Codec.info(src)
-        bpp = 8 * size / (header.width * header.height)
+        data = read_bytes(src)
+        header, _ = container.unpack(data)
+        bpp = 8 * len(data) / (header.width * header.height)
         return (f"{src}: {header.width}x{header.height} {header.mode}, quality {header.quality:g}, "
-                f"model {header.model_id.hex()}, format {header.version}, {size} bytes, {bpp:.3f} bpp")
+                f"model {header.model_id.hex()}, format {container.FORMAT_VERSION}, {len(data)} bytes, "
+                f"{bpp:.3f} bpp")
 
     _run_all([(p, p) for p in inputs], job)
 
 
 @main.command()
 def models() -> None:
-    """List the shipped models: name, model id, and whether it compresses or only decodes the
-    files made with it (a retired model, see weights/README.md)."""
-    failed = False
-    for name, path in available_models().items():
-        try:
-            m = load_model(path)
-        except ValueError as exc:
-            _error(str(exc))
-            failed = True
-            continue
-        role = "decode-only (decodes the files made with it)" if m.decode_only else \
-            "compresses and decodes" + (" (default)" if name == DEFAULT_MODEL else "")
-        click.echo(f"{name}: model {m.model_id.hex()}, {role}, {path.stat().st_size / 1e6:.1f} MB")
-    if failed:
+    """List the shipped model: name, model id (what a .vaez file names) and size; the file is
+    verified against its id."""
+    try:
+        for name, path in weights.shipped().items():
+            w = weights.read(path)
+            default = " (default)" if name == weights.DEFAULT_MODEL else ""
+            click.echo(f"{name}{default}: model {w.model_id.hex()}, {path.stat().st_size / 1e6:.1f} MB")
+    except VaecodecError as exc:
+        _error(str(exc))
         sys.exit(1)
 
 

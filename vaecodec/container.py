@@ -15,14 +15,11 @@ offset size    field
 .      varint  length of the ANS stream in bytes (multiple of 4)
 .      varint  length of the escape stream in bytes
 .      varint  length of the alpha stream in bytes (0 unless the mode has alpha)
-.      varint  length of the filter section in bytes (0: no filter; format 2 only)
+.      varint  length of the filter section in bytes (0: no filter)
 .      4       CRC32 of every byte before it and of the payload that follows
 .      ...     payload: ANS stream, escape stream, alpha stream (a PNG of the alpha plane), filter
               section (the per-image Wiener filter, vaecodec.wiener)
 ====== ======= ====================================================================
-
-Format 1 (vaecodec before the Wiener filter) is format 2 without the filter field and section; both
-are read, format 2 is written.
 
 Parsing checks, in order: magic, version, field ranges, that the file is exactly as long as the
 header says (truncation / trailing bytes), then the CRC. Only then is the model looked up, so a
@@ -36,16 +33,17 @@ import struct
 import zlib
 from dataclasses import dataclass
 
+from .bits import BitReader, BitWriter
 from .errors import CorruptFileError, UnsupportedFileError
+from .quality import QUALITY_MAX, QUALITY_MIN
 
 MAGIC = b"VAEZ"
 FORMAT_VERSION = 2
-READABLE_VERSIONS = (1, 2)
 MODES = ("RGB", "L", "RGBA", "LA")
 MAX_SIDE = 65535
 MAX_PIXELS = 1 << 26  # 67 MP: bounds the memory a (possibly hostile) file can make the decoder use
-QUALITY_MIN, QUALITY_MAX = 1.0, 10.0  # the quality range of every model so far
 _FIXED = struct.Struct("<4sB8sBH")
+_VARINT_BYTES = 5  # 35 bits is plenty for any field; longer means corruption
 
 
 @dataclass(frozen=True)
@@ -55,7 +53,6 @@ class Header:
     quality: float
     width: int
     height: int
-    version: int = FORMAT_VERSION
 
 
 @dataclass(frozen=True)
@@ -63,7 +60,7 @@ class Payload:
     stream: bytes
     escapes: bytes
     alpha: bytes
-    filter: bytes = b""  # format 2: the Wiener filter section, empty when the encoder sent none
+    filter: bytes = b""  # the Wiener filter section, empty when the encoder sent none
 
 
 def check_size(width: int, height: int) -> None:
@@ -74,35 +71,16 @@ def check_size(width: int, height: int) -> None:
         raise CorruptFileError(f"image of {width}x{height} pixels exceeds the {MAX_PIXELS} pixel limit")
 
 
-def _varint(value: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte, value = value & 0x7F, value >> 7
-        out.append(byte | (0x80 if value else 0))
-        if not value:
-            return bytes(out)
-
-
-def _read_varint(data: bytes, pos: int) -> tuple[int, int]:
-    value = 0
-    for i in range(5):  # 35 bits is plenty for any field; longer means corruption
-        if pos >= len(data):
-            raise CorruptFileError("file is truncated inside the header")
-        byte = data[pos]
-        pos += 1
-        value |= (byte & 0x7F) << (7 * i)
-        if not byte & 0x80:
-            return value, pos
-    raise CorruptFileError("malformed header field")
-
-
 def pack(header: Header, payload: Payload) -> bytes:
     quality = round(header.quality * 100)
     if not 0 <= quality <= 0xFFFF:
         raise ValueError(f"quality {header.quality} cannot be stored")
     head = _FIXED.pack(MAGIC, FORMAT_VERSION, header.model_id, MODES.index(header.mode), quality)
-    head += b"".join(_varint(v) for v in (header.width, header.height, len(payload.stream),
-                                          len(payload.escapes), len(payload.alpha), len(payload.filter)))
+    fields = BitWriter()
+    for v in (header.width, header.height, len(payload.stream), len(payload.escapes), len(payload.alpha),
+              len(payload.filter)):
+        fields.varint(v)
+    head += fields.getvalue()
     body = payload.stream + payload.escapes + payload.alpha + payload.filter
     crc = zlib.crc32(body, zlib.crc32(head))
     return head + struct.pack("<I", crc) + body
@@ -115,20 +93,17 @@ def unpack(data: bytes) -> tuple[Header, Payload]:
     if len(data) < _FIXED.size:
         raise CorruptFileError("file is truncated inside the header")
     _, version, model_id, mode, quality = _FIXED.unpack_from(data)
-    if version not in READABLE_VERSIONS:
-        newer = "a newer" if version > FORMAT_VERSION else "an unknown"
-        raise UnsupportedFileError(f"format version {version} comes from {newer} vaecodec; "
-                                   f"this version reads formats {', '.join(map(str, READABLE_VERSIONS))}")
+    if version != FORMAT_VERSION:
+        made = "a newer vaecodec" if version > FORMAT_VERSION else "a pre-release vaecodec"
+        raise UnsupportedFileError(f"format version {version} comes from {made}; this version reads "
+                                   f"format {FORMAT_VERSION}")
     if mode >= len(MODES):
         raise CorruptFileError(f"unknown colour mode {mode}")
     if not QUALITY_MIN <= quality / 100 <= QUALITY_MAX:
         raise CorruptFileError(f"quality {quality / 100:g} is outside {QUALITY_MIN:g}..{QUALITY_MAX:g}")
-    pos = _FIXED.size
-    fields = []
-    for _ in range(5 if version == 1 else 6):
-        value, pos = _read_varint(data, pos)
-        fields.append(value)
-    width, height, n_stream, n_esc, n_alpha, n_filter = fields + [0] * (version == 1)
+    reader = BitReader(data, "the header", 8 * _FIXED.size)
+    width, height, n_stream, n_esc, n_alpha, n_filter = (reader.varint(_VARINT_BYTES) for _ in range(6))
+    pos = reader.byte_pos
     check_size(width, height)
     if (n_alpha > 0) != (MODES[mode] in ("RGBA", "LA")):
         raise CorruptFileError("alpha stream does not match the colour mode")
@@ -141,7 +116,7 @@ def unpack(data: bytes) -> tuple[Header, Payload]:
     body = data[pos + 4 :]
     if zlib.crc32(body, zlib.crc32(data[:pos])) != crc:
         raise CorruptFileError("checksum mismatch: the file is damaged")
-    header = Header(model_id, MODES[mode], quality / 100, width, height, version)
+    header = Header(model_id, MODES[mode], quality / 100, width, height)
     a, b = n_stream + n_esc, n_stream + n_esc + n_alpha
     payload = Payload(body[:n_stream], body[n_stream:a], body[a:b], body[b:])
     return header, payload

@@ -40,6 +40,7 @@ from dataclasses import dataclass
 import constriction
 import numpy as np
 
+from .bits import BitReader, BitWriter
 from .errors import CorruptFileError
 
 PRECISION = 24
@@ -170,49 +171,33 @@ class TableCoder:
         return values
 
 
-def write_varints(values: list[int]) -> bytes:
-    """Zigzag LEB128 encoding of signed integers."""
-    out = bytearray()
+def write_escapes(values: list[int]) -> bytes:
+    """The escape stream: zigzag LEB128 varints (:mod:`vaecodec.bits`)."""
+    out = BitWriter()
     for v in values:
-        u = (v << 1) ^ (v >> 63) if v < 0 else v << 1
-        while True:
-            byte = u & 0x7F
-            u >>= 7
-            out.append(byte | (0x80 if u else 0))
-            if not u:
-                break
-    return bytes(out)
+        out.signed_varint(v)
+    return out.getvalue()
 
 
 class EscapeReader:
-    """Reads the zigzag varints of the escape stream, refusing anything malformed."""
+    """Reads the escape stream, refusing anything malformed or out of range."""
 
-    MAX_BYTES = 10
+    MAX_BYTES = 10  # a signed 64-bit value takes at most 10 bytes
 
     def __init__(self, data: bytes) -> None:
-        self.data, self.pos = data, 0
+        self.reader = BitReader(data, "escape stream")
 
     def take(self, count: int) -> np.ndarray:
         out = np.empty(count, dtype=np.int64)
         for i in range(count):
-            u, shift = 0, 0
-            while True:
-                if self.pos >= len(self.data) or shift >= 7 * self.MAX_BYTES:
-                    raise CorruptFileError("escape stream is truncated or malformed")
-                byte = self.data[self.pos]
-                self.pos += 1
-                u |= (byte & 0x7F) << shift
-                shift += 7
-                if not byte & 0x80:
-                    break
-            if u >= 1 << 64:
+            v = self.reader.signed_varint(self.MAX_BYTES)
+            if not -(1 << 63) <= v < 1 << 63:
                 raise CorruptFileError("escape value out of range")
-            out[i] = (u >> 1) ^ -(u & 1)
+            out[i] = v
         return out
 
     def finish(self) -> None:
-        if self.pos != len(self.data):
-            raise CorruptFileError("escape stream has trailing bytes")
+        self.reader.finish()
 
 
 def encode(z_coder: TableCoder, z: np.ndarray, y_coder: TableCoder,
@@ -234,7 +219,7 @@ def encode(z_coder: TableCoder, z: np.ndarray, y_coder: TableCoder,
         y_coder.push(coder, groups)
     z_coder.push(coder, z_groups)
     words = coder.get_compressed()
-    return words.astype("<u4").tobytes(), write_varints(escapes)
+    return words.astype("<u4").tobytes(), write_escapes(escapes)
 
 
 class StreamDecoder:

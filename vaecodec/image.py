@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import io
 import os
-import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +27,10 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .errors import CorruptFileError, ImageError, OutputError
+from .files import write_atomic
+
+# Image files the training loader takes from a folder (and the benchmarks): formats Pillow reads.
+IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".avif"})
 
 
 @dataclass
@@ -153,7 +156,7 @@ def decode_alpha(data: bytes, width: int, height: int) -> np.ndarray:
 
 
 def output_format(path: Path) -> str:
-    """Pillow format name for an output path's extension; ImageError if it has none we can write."""
+    """Pillow format name for an output path's extension; OutputError if it has none we can write."""
     ext = path.suffix.lower()
     fmt = Image.registered_extensions().get(ext)
     if fmt is None or fmt not in Image.SAVE:
@@ -170,28 +173,3 @@ def save(img: Image.Image, path: Path, force: bool = False) -> None:
     # lossless WebP keeps the colour under transparent pixels only with exact=True
     options = {"lossless": True, "exact": True} if fmt == "WEBP" else {"quality": 95} if fmt == "JPEG" else {}
     write_atomic(path, lambda f: img.save(f, format=fmt, **options), force)
-
-
-def check_writable(path: Path, force: bool) -> None:
-    """Refuse an existing output unless ``force`` (checked early, before any work is done)."""
-    if path.exists() and not force:
-        raise OutputError(f"{path}: already exists (use --force to overwrite, or -o for another name)")
-
-
-def write_atomic(path: Path, writer, force: bool = False) -> None:
-    """Run ``writer(file)`` on a temporary file next to ``path``, then rename it into place."""
-    path = Path(path)
-    check_writable(path, force)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent or ".")
-    try:
-        # mkstemp creates the file private (0600); give it the mode a plain open() would, as other
-        # encoders' outputs have (0644 under the usual umask)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        with os.fdopen(fd, "wb") as f:
-            writer(f)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

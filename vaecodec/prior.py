@@ -1,5 +1,4 @@
-"""The learned prior: hyper-analysis h_a, hyper-synthesis h_s, the optional checkerboard context
-model and the factorized density of z.
+"""The prior's exact integer networks: the hyper-synthesis h_s and the checkerboard context model.
 
 Why an integer network
 ----------------------
@@ -20,11 +19,13 @@ per layer when the network is built), so every summation order gives the exact s
 multiplication by ``2**-s`` is exact. On CUDA cuDNN is disabled for these calls because it may pick
 FFT/Winograd algorithms whose intermediates are not integers.
 
-Training uses a float h_s with the same architecture and the same clipped activations; the export
-(:meth:`HyperSynthesis.to_integer`) quantizes it with 15-bit weights and 8 fractional bits per
-activation, fine enough that the network's own error is negligible next to the 64-level scale table.
-The checkerboard context network, which refines (mean, scale index) from decoded neighbours, is an
-integer network built the same way (:class:`IntegerNetwork` holds what both share).
+Training uses float twins of these networks with the same architecture and the same clipped
+activations (``training/prior.py``); the export quantizes them with 15-bit weights and 8 fractional
+bits per activation, fine enough that the network's own error is negligible next to the 64-level
+scale table. The checkerboard context network, which refines (mean, scale index) from decoded
+neighbours, is an integer network built the same way (:class:`IntegerNetwork` holds what both share).
+The layer specifications (:func:`hs_layers`, :func:`ctx_layers`) and the fixed-point constants here
+are shared by both twins, so the two cannot drift apart.
 """
 
 from __future__ import annotations
@@ -69,19 +70,8 @@ def scale_table() -> np.ndarray:
     return SCALE_MIN * np.exp(np.arange(NUM_SCALES) * SCALE_LOG_STEP)
 
 
-class HyperAnalysis(nn.Sequential):
-    """h_a: y -> z at 1/4 of y's resolution. Only the encoder runs it, so it may be float."""
-
-    def __init__(self, n: int, m: int) -> None:
-        super().__init__(
-            nn.Conv2d(m, n, 3, padding=1), nn.LeakyReLU(),
-            nn.Conv2d(n, n, 5, stride=2, padding=2), nn.LeakyReLU(),
-            nn.Conv2d(n, n, 5, stride=2, padding=2),
-        )
-
-
-# (kind, kernel, stride) of the three h_s layers; shared by the float and the integer network.
-def _hs_layers(n: int, m: int) -> list[tuple[str, int, int, int, int]]:
+def hs_layers(n: int, m: int) -> list[tuple[str, int, int, int, int]]:
+    """(kind, in, out, kernel, stride) of the three h_s layers, for the float and the integer twin."""
     hidden = m * 3 // 2
     return [("deconv", n, m, 5, 2), ("deconv", m, hidden, 5, 2), ("conv", hidden, 2 * m, 3, 1)]
 
@@ -90,83 +80,6 @@ def _apply(kind: str, x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None, 
     if kind == "deconv":
         return F.conv_transpose2d(x, w, b, stride=s, padding=k // 2, output_padding=s - 1)
     return F.conv2d(x, w, b, stride=s, padding=k // 2)
-
-
-class HyperSynthesis(nn.Module):
-    """Float h_s used in training: z_hat -> (mean, scale index t), both (B, M, 4h, 4w).
-
-    Hidden activations are clipped to [0, ACT_MAX] exactly as the integer network clips them.
-    """
-
-    def __init__(self, n: int, m: int) -> None:
-        super().__init__()
-        self.m = m
-        self.spec = _hs_layers(n, m)
-        self.layers = nn.ModuleList()
-        for kind, cin, cout, k, s in self.spec:
-            if kind == "deconv":
-                self.layers.append(nn.ConvTranspose2d(cin, cout, k, s, k // 2, output_padding=s - 1))
-            else:
-                self.layers.append(nn.Conv2d(cin, cout, k, s, padding=k // 2))
-        with torch.no_grad():  # start near sigma ~ 1.3 rather than at the table's edge
-            self.layers[-1].bias[m:] += 20.0
-
-    def forward(self, z_hat: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        x = z_hat.clamp(-Z_CLAMP, Z_CLAMP)
-        for i, layer in enumerate(self.layers):
-            x = layer(x)
-            if i < len(self.layers) - 1:
-                x = x.clamp(0, ACT_MAX)
-        return x[:, : self.m], x[:, self.m :]
-
-    def _fixed_point(self) -> list[tuple[nn.Module, int, list[int]]]:
-        """Each layer with the fractional bits of its integer form's input and output channels: z
-        symbols are integers, hidden activations carry ACT_FRAC_BITS, and the last layer's mean
-        channels MEAN_FRAC_BITS while its scale indices are integers."""
-        *hidden, last = self.layers
-        fixed = [(layer, 0 if i == 0 else ACT_FRAC_BITS, [ACT_FRAC_BITS] * layer.out_channels)
-                 for i, layer in enumerate(hidden)]
-        return [*fixed, (last, ACT_FRAC_BITS, [MEAN_FRAC_BITS] * self.m + [0] * self.m)]
-
-    @torch.no_grad()
-    def to_integer(self) -> IntegerHyperSynthesis:
-        """Post-training quantization into the exact integer network used for coding."""
-        layers = [quantize_layer(*fixed) for fixed in self._fixed_point()]
-        return IntegerHyperSynthesis(self.spec, *zip(*layers, strict=True))
-
-    @torch.no_grad()
-    def load_integer(self, net: IntegerHyperSynthesis) -> None:
-        """The inverse of :meth:`to_integer`: take the weights an integer h_s holds."""
-        for i, fixed in enumerate(self._fixed_point()):
-            dequantize_layer(*fixed, *net.params(i))
-
-
-def quantize_layer(layer: nn.Module, frac_in: int, frac_out: list[int]
-                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(integer weights, biases, per-channel shifts) of a float layer whose input carries
-    ``frac_in`` fractional bits and whose output channel c is to carry ``frac_out[c]``: weights get
-    the most fractional bits that keep them below 2**WEIGHT_BITS (more if a shift would be
-    negative), the bias is scaled like the accumulator."""
-    w = layer.weight.detach().double().cpu()
-    b = layer.bias.detach().double().cpu()
-    frac_w = WEIGHT_BITS - math.ceil(math.log2(float(w.abs().max()) + 1e-12))
-    frac_w = max(frac_w, max(frac_out) - frac_in)  # shifts >= 0
-    w_int = torch.round(w * 2.0**frac_w).to(torch.int64)
-    b_int = torch.round(b * 2.0 ** (frac_w + frac_in)).to(torch.int64)
-    return w_int, b_int, torch.tensor([frac_w + frac_in - f for f in frac_out], dtype=torch.int64)
-
-
-def dequantize_layer(layer: nn.Module, frac_in: int, frac_out: list[int], w_int: torch.Tensor,
-                     b_int: torch.Tensor, shifts: torch.Tensor) -> None:
-    """Set a float layer to the values of its :func:`quantize_layer` form, whose weights carry
-    ``shift + frac_out - frac_in`` fractional bits (the same for every output channel); quantizing
-    the result again gives back the same integers."""
-    frac_w = {int(s) + f - frac_in for s, f in zip(shifts, frac_out, strict=True)}
-    if len(frac_w) != 1:
-        raise ValueError("integer layer with inconsistent shifts")
-    scale = 2.0 ** -frac_w.pop()
-    layer.weight.copy_(w_int.double() * scale)
-    layer.bias.copy_(b_int.double() * scale * 2.0**-frac_in)
 
 
 class IntegerNetwork(nn.Module):
@@ -246,7 +159,7 @@ class IntegerHyperSynthesis(IntegerNetwork):
         return mean, index
 
 
-def _ctx_layers(m: int) -> list[tuple[str, int, int, int, int]]:
+def ctx_layers(m: int) -> list[tuple[str, int, int, int, int]]:
     """(kind, in, out, kernel, stride) of the checkerboard context: the 5x5 context convolution,
     then the three 1x1 layers over [context features, mean, scale index]."""
     return [("conv", m, m, 5, 1), ("conv", 3 * m, 2 * m, 1, 1), ("conv", 2 * m, 2 * m, 1, 1),
@@ -258,68 +171,6 @@ def checkerboard_anchors(height: int, width: int, device: torch.device | str = "
     i = torch.arange(height, device=device)[:, None]
     j = torch.arange(width, device=device)[None, :]
     return ((i + j) % 2 == 0)[None, None]
-
-
-class CheckerboardContext(nn.Module):
-    """Checkerboard context model (He et al. 2021, "Checkerboard context model for efficient learned
-    image compression"): half of y (the anchors) is coded with h_s's parameters as before; the other
-    half gets parameters refined from its decoded anchor neighbours. Decoding is two passes:
-    anchors, then the rest.
-
-    ``ctx`` is a 5x5 convolution over the decoded anchors (zero elsewhere, so no kernel mask is
-    needed) to M features (He et al. use 2M; M halves the context's weights, 1.4 M parameters at
-    M=192, so that a model with it fits the 40 MB the shipped weights may take in all). ``params``
-    maps [ctx features, h_s mean, h_s scale index] through 1x1 layers with the same clipped
-    activations as h_s to a correction of (mean, scale index), whose last layer starts at zero so
-    training starts from the plain hyperprior. For coding it is exported, like h_s, as an exact
-    integer network (:meth:`to_integer`).
-    """
-
-    def __init__(self, m: int) -> None:
-        super().__init__()
-        self.m = m
-        convs = [nn.Conv2d(cin, cout, k, padding=k // 2) for _kind, cin, cout, k, _s in _ctx_layers(m)]
-        self.ctx = convs[0]
-        self.params = nn.ModuleList(convs[1:])
-        with torch.no_grad():
-            self.params[-1].weight.zero_()
-            self.params[-1].bias.zero_()
-
-    def forward(self, y_hat_anchors: torch.Tensor, mean: torch.Tensor, t: torch.Tensor
-                ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Refined (mean, scale index) for every position; the caller keeps them at non-anchors.
-
-        Every input and the context features are clamped to the ranges the integer network can hold
-        (see ``CTX_Y_MAX``): the clamps almost never act, but they make the float network the exact
-        function the integer one approximates.
-        """
-        ctx = self.ctx(y_hat_anchors.clamp(-CTX_Y_MAX, CTX_Y_MAX)).clamp(-CTX_FEATURE_MAX, CTX_FEATURE_MAX)
-        mean_in = mean.clamp(-MEAN_CLAMP / 2**MEAN_FRAC_BITS, MEAN_CLAMP / 2**MEAN_FRAC_BITS)
-        x = torch.cat([ctx, mean_in, t.clamp(0, NUM_SCALES - 1)], dim=1)
-        for i, layer in enumerate(self.params):
-            x = layer(x)
-            if i < len(self.params) - 1:
-                x = x.clamp(0, ACT_MAX)
-        return mean + x[:, : self.m], t + x[:, self.m :]
-
-    def _fixed_point(self) -> list[tuple[nn.Module, int, list[int]]]:
-        """Each layer with the fractional bits of its integer form's input and output channels:
-        every input and every activation carries MEAN_FRAC_BITS (= ACT_FRAC_BITS), and so do both
-        halves of the output, the mean correction and the scale-index correction."""
-        return [(layer, MEAN_FRAC_BITS, [MEAN_FRAC_BITS] * layer.out_channels)
-                for layer in (self.ctx, *self.params)]
-
-    @torch.no_grad()
-    def to_integer(self) -> IntegerCheckerboardContext:
-        """Post-training quantization into the exact integer network used for coding."""
-        layers = [quantize_layer(*fixed) for fixed in self._fixed_point()]
-        return IntegerCheckerboardContext(_ctx_layers(self.m), *zip(*layers, strict=True))
-
-    @torch.no_grad()
-    def load_integer(self, net: IntegerCheckerboardContext) -> None:
-        """The inverse of :meth:`to_integer`: take the weights an integer context network holds."""
-        for i, fixed in enumerate(self._fixed_point()):
-            dequantize_layer(*fixed, *net.params(i))
 
 
 class IntegerCheckerboardContext(IntegerNetwork):
@@ -399,57 +250,6 @@ class IntegerCheckerboardContext(IntegerNetwork):
         at_odd_row = conv(even, odd_even, (1, 1, 0, 1)) + conv(odd, even_odd, (1, 0, 1, 1))
         acc = torch.cat([at_even_row, at_odd_row], dim=-1)
         return self.rescale(0, acc + b.to(y.device, torch.float64)[None, :, None, None])
-
-
-class FactorizedDensity(nn.Module):
-    """Per-channel learned density of z (Ballé et al. 2018, appendix 6.1).
-
-    A small monotone network per channel models the CDF; the probability of an integer bin is the CDF
-    difference across it. Used only in training: for coding, the density is tabulated once at export
-    time into integer PMFs (:meth:`tabulate`) that ship with the weights.
-    """
-
-    def __init__(self, channels: int, filters: tuple[int, ...] = (3, 3, 3), init_scale: float = 10.0):
-        super().__init__()
-        dims = (1, *filters, 1)
-        scale = init_scale ** (1 / (len(filters) + 1))
-        self.matrices = nn.ParameterList()
-        self.biases = nn.ParameterList()
-        self.factors = nn.ParameterList()
-        for i in range(len(filters) + 1):
-            init = math.log(math.expm1(1 / scale / dims[i + 1]))
-            self.matrices.append(nn.Parameter(torch.full((channels, dims[i + 1], dims[i]), init)))
-            self.biases.append(nn.Parameter(torch.rand(channels, dims[i + 1], 1) - 0.5))
-            if i < len(filters):
-                self.factors.append(nn.Parameter(torch.zeros(channels, dims[i + 1], 1)))
-
-    def _cdf_logits(self, x: torch.Tensor) -> torch.Tensor:
-        """x: (C, 1, K) -> logits of the CDF at x, (C, 1, K)."""
-        for i, (mat, bias) in enumerate(zip(self.matrices, self.biases, strict=True)):
-            x = torch.matmul(F.softplus(mat), x) + bias
-            if i < len(self.factors):
-                x = x + torch.tanh(self.factors[i]) * torch.tanh(x)
-        return x
-
-    def likelihood(self, z: torch.Tensor) -> torch.Tensor:
-        """Probability mass of the unit bin around each value of z, (B, C, h, w)."""
-        b, c, h, w = z.shape
-        flat = z.permute(1, 0, 2, 3).reshape(c, 1, -1)
-        lower = self._cdf_logits(flat - 0.5)
-        upper = self._cdf_logits(flat + 0.5)
-        sign = -torch.sign(lower + upper).detach()  # evaluate in the tail that is numerically safe
-        lik = (torch.sigmoid(sign * upper) - torch.sigmoid(sign * lower)).abs()
-        return lik.reshape(c, b, h, w).permute(1, 0, 2, 3)
-
-    @torch.no_grad()
-    def pmf_on_grid(self, radius: int) -> tuple[np.ndarray, np.ndarray]:
-        """Bin probabilities for integers -radius..radius per channel, and the tail mass outside."""
-        c = self.matrices[0].shape[0]
-        grid = torch.arange(-radius, radius + 2, dtype=torch.float32) - 0.5
-        cdf = torch.sigmoid(self._cdf_logits(grid.repeat(c, 1, 1))).double()[:, 0]
-        pmf = (cdf[:, 1:] - cdf[:, :-1]).clamp(min=0)
-        tail = (cdf[:, 0] + 1 - cdf[:, -1]).clamp(min=0)
-        return pmf.numpy(), tail.numpy()
 
 
 def gaussian_bits(y: torch.Tensor, mean: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:

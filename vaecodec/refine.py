@@ -47,11 +47,11 @@ from dataclasses import dataclass
 
 import torch
 
+from .model import Model
 from .prior import gaussian_bits, mean_value, scale_of_index
-from .weights import LoadedModel
+from .quality import EFFORT_STEPS
+from .transforms import tiles
 
-EFFORT_STEPS = (0, 10, 20)  # gradient steps per tile at effort 0, 1, 2 (40 gained nothing more)
-EFFORT_MAX = len(EFFORT_STEPS) - 1
 LEARNING_RATE = 0.01  # Adam, on y (whose quantization step is 1)
 TAU_START = 0.5  # Gumbel annealing temperature at the first step ...
 TAU_DECAY = 3.0  # ... times exp(-TAU_DECAY * step / steps)
@@ -60,11 +60,6 @@ TILE = 32  # latents per tile side (512 pixels); even, like HALO, to keep the ch
 HALO = 4
 SEED = 0
 _EPS = 1e-5
-
-
-def steps_for(effort: int) -> int:
-    """Gradient steps per tile at an effort level (0 = g_a's latents, plain rounding)."""
-    return EFFORT_STEPS[effort]
 
 
 def _soft_round(r: torch.Tensor, tau: float, generators: list[torch.Generator]) -> torch.Tensor:
@@ -81,32 +76,29 @@ def _soft_round(r: torch.Tensor, tau: float, generators: list[torch.Generator]) 
 
 
 @torch.enable_grad()  # the codec calls this under no_grad
-def refine(m: LoadedModel, x: torch.Tensor, y: torch.Tensor, mean: torch.Tensor, index: torch.Tensor,
-           level: torch.Tensor, size: tuple[int, int], steps: int) -> torch.Tensor:
+def refine(m: Model, x: torch.Tensor, y: torch.Tensor, mean: torch.Tensor, index: torch.Tensor,
+           level: torch.Tensor, size: tuple[int, int], effort: int) -> torch.Tensor:
     """Latents y (B, M, h, w) refined for images x (B, 3, 16h, 16w) of true size ``size`` (w, h).
 
     ``mean`` and ``index`` are h_s's integer (mean, scale index) from the z that will be coded;
     ``level`` the quality levels (B,). Returns a new y; the caller quantizes it as usual.
     """
+    steps = EFFORT_STEPS[effort]
     if steps <= 0:
         return y
     search = _Search(m, m.gains.lambda_at(level), level, steps,
                      [torch.Generator(device=y.device).manual_seed(SEED) for _ in range(len(y))])
     out = y.detach().clone()
-    h, w = y.shape[2:]
-    for r0 in range(0, h, TILE):
-        for c0 in range(0, w, TILE):
-            r1, c1 = min(r0 + TILE, h), min(c0 + TILE, w)
-            a0, b0, a1, b1 = max(r0 - HALO, 0), max(c0 - HALO, 0), min(r1 + HALO, h), min(c1 + HALO, w)
-            crop = (slice(None), slice(None), slice(a0, a1), slice(b0, b1))
-            inner = (slice(None), slice(None), slice(r0 - a0, r1 - a0), slice(c0 - b0, c1 - b0))
-            # the tile's own pixels that belong to the image (not padding)
-            rows = slice((r0 - a0) * 16, min(r1 * 16, size[1]) - a0 * 16)
-            cols = slice((c0 - b0) * 16, min(c1 * 16, size[0]) - b0 * 16)
-            target = x[..., a0 * 16 : a1 * 16, b0 * 16 : b1 * 16][..., rows, cols]
-            if target.numel():  # a tile that draws padding only stays as g_a made it
-                tile = search.tile(out[crop], mean[crop], index[crop], inner, target)
-                out[:, :, r0:r1, c0:c1] = tile[inner]
+    for t in tiles(*y.shape[2:], TILE, HALO):
+        crop = (slice(None), slice(None), slice(t.a0, t.a1), slice(t.b0, t.b1))
+        inner = (slice(None), slice(None), *t.inner())
+        # the tile's own pixels that belong to the image (not padding)
+        rows = slice((t.r0 - t.a0) * 16, min(t.r1 * 16, size[1]) - t.a0 * 16)
+        cols = slice((t.c0 - t.b0) * 16, min(t.c1 * 16, size[0]) - t.b0 * 16)
+        target = x[..., t.a0 * 16 : t.a1 * 16, t.b0 * 16 : t.b1 * 16][..., rows, cols]
+        if target.numel():  # a tile that draws padding only stays as g_a made it
+            tile = search.tile(out[crop], mean[crop], index[crop], inner, target)
+            out[:, :, t.r0 : t.r1, t.c0 : t.c1] = tile[inner]
     return out
 
 
@@ -115,7 +107,7 @@ class _Search:
     """What every tile of one call shares: the model, per-image lambda and level, the step count and
     the per-image noise generators."""
 
-    m: LoadedModel
+    m: Model
     lam: torch.Tensor  # (B,)
     level: torch.Tensor  # (B,)
     steps: int
@@ -134,7 +126,7 @@ class _Search:
         adam = _Adam(y)
         for step in range(self.steps):
             with torch.no_grad():  # the decoder's own (mean, scale index), from the current anchors
-                mean, index = self.m.y_params(y, mean_hs, index_hs)
+                _, mean, index = self.m.latent.symbols(y, mean_hs, index_hs)
             mu = mean_value(mean).float()
             tau = max(TAU_START * math.exp(-TAU_DECAY * step / self.steps), TAU_MIN)
             r = y - mu  # the halo decodes as it stands: hard rounding

@@ -20,10 +20,14 @@ measured continuation to lower rates without another model.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 from torch.nn import functional as F
+
+from .quality import QualityScale
 
 
 class SimplifiedGDN(nn.Module):
@@ -84,6 +88,17 @@ class SynthesisTransform(nn.Sequential):
         )
 
 
+class HyperAnalysis(nn.Sequential):
+    """h_a: y -> z at 1/4 of y's resolution. Only the encoder runs it, so it may be float."""
+
+    def __init__(self, n: int, m: int) -> None:
+        super().__init__(
+            nn.Conv2d(m, n, 3, padding=1), nn.LeakyReLU(),
+            nn.Conv2d(n, n, 5, stride=2, padding=2), nn.LeakyReLU(),
+            nn.Conv2d(n, n, 5, stride=2, padding=2),
+        )
+
+
 class PostFilter(nn.Module):
     """A small residual filter on g_s's output, at full resolution, told the quality level.
 
@@ -117,17 +132,60 @@ class PostFilter(nn.Module):
         return x + h
 
 
+# Padding: g_a downsamples by 16 and h_a by 4 more, so images are padded to multiples of 64.
+PAD = 64
+
+
+def padded_size(width: int, height: int) -> tuple[int, int]:
+    """(height, width) of an image once padded to multiples of PAD."""
+    return height + (-height) % PAD, width + (-width) % PAD
+
+
+def pad(x: torch.Tensor) -> torch.Tensor:
+    """Images (B, C, H, W) padded on the right and bottom to multiples of PAD, edges replicated."""
+    hp, wp = padded_size(x.shape[3], x.shape[2])
+    return F.pad(x, (0, wp - x.shape[3], 0, hp - x.shape[2]), mode="replicate")
+
+
+@dataclass(frozen=True)
+class Tile:
+    """One tile of a grid: its own rows/columns [r0, r1) x [c0, c1), and the same grown by a halo and
+    cut to the grid, [a0, a1) x [b0, b1)."""
+
+    r0: int
+    r1: int
+    c0: int
+    c1: int
+    a0: int
+    a1: int
+    b0: int
+    b1: int
+
+    def inner(self, scale: int = 1) -> tuple[slice, slice]:
+        """Where the tile's own cells sit in its halo-grown crop, ``scale`` positions per cell."""
+        return (slice((self.r0 - self.a0) * scale, (self.r1 - self.a0) * scale),
+                slice((self.c0 - self.b0) * scale, (self.c1 - self.b0) * scale))
+
+
+def tiles(height: int, width: int, tile: int, halo: int) -> Iterator[Tile]:
+    """The tiles of a height x width grid, in raster order, each with ``halo`` cells around it."""
+    for r0 in range(0, height, tile):
+        for c0 in range(0, width, tile):
+            r1, c1 = min(r0 + tile, height), min(c0 + tile, width)
+            yield Tile(r0, r1, c0, c1, max(r0 - halo, 0), min(r1 + halo, height), max(c0 - halo, 0),
+                       min(c1 + halo, width))
+
+
 # Tiling of the transforms for large images. Both transforms are convolutional with a receptive field
 # of under 2 latent positions (the 5x5 stride-2 layers add at most 1 + 1/2 + 1/4 + 1/8 < 2 latent
 # cells of context), so a tile computed with HALO latent cells of real neighbours around it equals the
-# whole-image result up to float rounding. Peak memory then follows the tile, not the image
-# (bench.speed: a 4000x3000 photo needed 5.4 GB whole on the CPU). Images up to TILE latent cells
-# (768 px) on each side, Kodak included, are not tiled.
+# whole-image result up to float rounding. Peak memory then follows the tile, not the image. Images up
+# to TILE latent cells (768 px) on each side are not tiled.
 TILE = 48
 HALO = 3
 
 
-def tiled(net: nn.Module, x: torch.Tensor, in_cell: int, out_cell: int,
+def tiled(net: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, in_cell: int, out_cell: int,
           tile: int = TILE, halo: int = HALO) -> torch.Tensor:
     """``net(x)`` computed tile by tile on the latent grid. One latent cell is ``in_cell`` input
     and ``out_cell`` output positions per side: 16 and 1 for g_a, 1 and 16 for g_s."""
@@ -135,20 +193,18 @@ def tiled(net: nn.Module, x: torch.Tensor, in_cell: int, out_cell: int,
     if h <= tile and w <= tile:
         return net(x)
     out = None
-    for r0 in range(0, h, tile):
-        for c0 in range(0, w, tile):
-            r1, c1 = min(r0 + tile, h), min(c0 + tile, w)
-            a0, b0, a1, b1 = max(r0 - halo, 0), max(c0 - halo, 0), min(r1 + halo, h), min(c1 + halo, w)
-            part = net(x[..., a0 * in_cell : a1 * in_cell, b0 * in_cell : b1 * in_cell])
-            if out is None:
-                out = part.new_empty(*part.shape[:2], h * out_cell, w * out_cell)
-            out[..., r0 * out_cell : r1 * out_cell, c0 * out_cell : c1 * out_cell] = part[
-                ..., (r0 - a0) * out_cell : (r1 - a0) * out_cell, (c0 - b0) * out_cell : (c1 - b0) * out_cell]
+    for t in tiles(h, w, tile, halo):
+        part = net(x[..., t.a0 * in_cell : t.a1 * in_cell, t.b0 * in_cell : t.b1 * in_cell])
+        if out is None:
+            out = part.new_empty(*part.shape[:2], h * out_cell, w * out_cell)
+        rows, cols = t.inner(out_cell)
+        out[..., t.r0 * out_cell : t.r1 * out_cell, t.c0 * out_cell : t.c1 * out_cell] = part[..., rows, cols]
     return out
 
 
 class QualityGains(nn.Module):
-    """Per-quality-level channel gains for y (and their inverses), interpolated for fractional levels.
+    """Per-quality-level channel gains for y (and their inverses), interpolated for fractional levels
+    as :class:`vaecodec.quality.QualityScale` says.
 
     Level ``i`` (0-based) is trained with rate-distortion weight ``lambdas[i]``. Gains are stored as
     logarithms so that they stay positive and interpolate geometrically. They are initialised to
@@ -158,40 +214,21 @@ class QualityGains(nn.Module):
 
     def __init__(self, m: int, lambdas: list[float]) -> None:
         super().__init__()
+        self.scale = QualityScale(lambdas)
         self.register_buffer("lambdas", torch.tensor(lambdas, dtype=torch.float32))
         ref = math.exp(sum(math.log(v) for v in lambdas) / len(lambdas))
         init = torch.tensor([0.5 * math.log(v / ref) for v in lambdas])[:, None].repeat(1, m)
         self.log_gain = nn.Parameter(init.clone())
         self.log_inv_gain = nn.Parameter(-init.clone())
 
-    @property
-    def levels(self) -> int:
-        return len(self.lambdas)
-
-    MIN_LEVEL = -2.0
-
-    def _interp(self, table: torch.Tensor, level: torch.Tensor) -> torch.Tensor:
-        """Geometric interpolation between neighbouring levels; ``level`` is a float tensor (B,).
-
-        Below level 0 (down to MIN_LEVEL) every channel moves by the same log-step, the mean step per
-        level over all channels and levels: a per-channel extrapolation would amplify channels whose
-        gain is not monotone between the two lowest levels and could *raise* the rate.
-        """
-        level = level.clamp(self.MIN_LEVEL, self.levels - 1)
-        lo = level.floor().long().clamp(0, self.levels - 2)
-        frac = (level.clamp(min=0) - lo.to(level.dtype))[:, None]
-        log_gain = (1 - frac) * table[lo] + frac * table[lo + 1]
-        slope = (table[-1] - table[0]).mean() / (self.levels - 1)
-        log_gain = log_gain + level.clamp(max=0)[:, None] * slope
-        return log_gain.exp()[:, :, None, None]
-
     def lambda_at(self, level: torch.Tensor) -> torch.Tensor:
-        """Rate-distortion weight of a (fractional, possibly extrapolated) level, interpolated like
-        the gains: geometrically, and below level 0 by the mean log-step. Shape (B,)."""
-        return self._interp(self.lambdas.log()[:, None], level).flatten()
+        """Rate-distortion weight of (fractional, possibly extrapolated) levels (B,), interpolated like
+        the gains. Shape (B,)."""
+        return self.scale.interpolate(self.lambdas.log()[:, None], level).flatten()
 
     def gain(self, level: torch.Tensor) -> torch.Tensor:
-        return self._interp(self.log_gain, level)
+        """(B, M, 1, 1) gains of y at levels (B,)."""
+        return self.scale.interpolate(self.log_gain, level)[:, :, None, None]
 
     def inverse_gain(self, level: torch.Tensor) -> torch.Tensor:
-        return self._interp(self.log_inv_gain, level)
+        return self.scale.interpolate(self.log_inv_gain, level)[:, :, None, None]

@@ -37,6 +37,7 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
+from .bits import BitReader, BitWriter, unzigzag
 from .errors import CorruptFileError
 
 OWN_SIZES = (3, 5, 7)
@@ -129,17 +130,13 @@ def size_in_bits(coefficients: np.ndarray) -> int:
 
 
 def encode(filt: WienerFilter) -> bytes:
+    """The filter section (module docstring), with the Golomb parameter that makes it shortest."""
     u = _zigzag(filt.coefficients.ravel())
     gk = min(range(MAX_GOLOMB_K + 1), key=lambda k: _golomb_bits(u, k))
-    bits = []
+    out = BitWriter()
     for v in u.tolist():
-        q = (v >> gk) + 1  # Exp-Golomb of order gk: (q's length - 1) zeros, q, then gk low bits of v
-        n = q.bit_length()
-        bits.append("0" * (n - 1) + format(q, "b") + (format(v & ((1 << gk) - 1), f"0{gk}b") if gk else ""))
-    stream = "".join(bits)
-    stream += "0" * (-len(stream) % 8)
-    body = int(stream, 2).to_bytes(len(stream) // 8, "big") if stream else b""
-    return bytes([filt.own_k, filt.cross_k, filt.step, gk]) + body
+        out.exp_golomb(v, gk)
+    return bytes([filt.own_k, filt.cross_k, filt.step, gk]) + out.getvalue()
 
 
 def decode(data: bytes) -> WienerFilter | None:
@@ -153,25 +150,12 @@ def decode(data: bytes) -> WienerFilter | None:
     if own_k not in OWN_SIZES or cross_k not in CROSS_SIZES or step > MAX_STEP or gk > MAX_GOLOMB_K:
         raise CorruptFileError(f"filter section has an unknown shape ({own_k}, {cross_k}, {step}, {gk})")
     n = 3 * n_features(own_k, cross_k)
-    if len(data) > 4 + (n * (2 * _MAX_PREFIX + 1 + gk) + 7) // 8:  # checked before unpacking any bit
+    if len(data) > 4 + (n * (2 * _MAX_PREFIX + 1 + gk) + 7) // 8:  # checked before reading any bit
         raise CorruptFileError("filter section is longer than its coefficients can be")
-    bits = "".join(format(b, "08b") for b in data[4:])
-    pos, values = 0, []
-    for _ in range(n):
-        zeros = 0
-        while pos + zeros < len(bits) and bits[pos + zeros] == "0" and zeros <= _MAX_PREFIX:
-            zeros += 1
-        end = pos + 2 * zeros + 1 + gk
-        if zeros > _MAX_PREFIX or end > len(bits):
-            raise CorruptFileError("filter section is damaged (a coefficient runs past its end)")
-        q = int(bits[pos + zeros : pos + 2 * zeros + 1], 2)
-        low = int(bits[pos + 2 * zeros + 1 : end], 2) if gk else 0
-        values.append(((q - 1) << gk) | low)
-        pos = end
-    if len(bits) - pos >= 8 or "1" in bits[pos:]:
-        raise CorruptFileError("filter section has unexpected trailing bits")
-    u = np.array(values, dtype=np.int64)
-    coefficients = np.where(u % 2 == 0, u // 2, -(u + 1) // 2).reshape(3, -1)
+    reader = BitReader(data[4:], "filter section")
+    values = [unzigzag(reader.exp_golomb(gk, _MAX_PREFIX)) for _ in range(n)]
+    reader.finish_bits()
+    coefficients = np.array(values, dtype=np.int64).reshape(3, -1)
     return WienerFilter(own_k, cross_k, step, coefficients)
 
 

@@ -1,1 +1,1 @@
-"""Shipped model weights (installed as the package ``vaecodec.weights_data``); see weights/README.md."""
+"""Shipped model weights (installed as the package ``vaecodec.weights_data``); see vaecodec/weights.py."""

@@ -1,0 +1,57 @@
+"""Reading inputs and writing outputs: the one atomic writer every output goes through.
+
+An output is written to a temporary file in its own folder and renamed into place, so an error or an
+interrupt never leaves a partial file, and a reader never sees one. Nothing existing is replaced
+unless the caller says so (``force``).
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import BinaryIO
+
+from .errors import OutputError, VaecodecError
+
+FileInput = bytes | bytearray | memoryview | str | os.PathLike
+
+
+def read_bytes(src: FileInput) -> bytes:
+    """The bytes of a file, or the bytes given; VaecodecError in one line if it cannot be read."""
+    if isinstance(src, bytes | bytearray | memoryview):
+        return bytes(src)
+    try:
+        return Path(src).read_bytes()
+    except FileNotFoundError:
+        raise VaecodecError(f"{src}: no such file") from None
+    except IsADirectoryError:
+        raise VaecodecError(f"{src}: is a directory") from None
+    except OSError as exc:
+        raise VaecodecError(f"{src}: cannot read ({exc.strerror})") from None
+
+
+def check_writable(path: Path, force: bool) -> None:
+    """Refuse an existing output unless ``force`` (checked early, before any work is done)."""
+    if Path(path).exists() and not force:
+        raise OutputError(f"{path}: already exists (use --force to overwrite, or -o for another name)")
+
+
+def write_atomic(path: str | os.PathLike, writer: Callable[[BinaryIO], object], force: bool = False) -> None:
+    """Run ``writer(file)`` on a temporary file next to ``path``, then rename it into place."""
+    path = Path(path)
+    check_writable(path, force)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        # mkstemp creates the file private (0600); give it the mode a plain open() would, as other
+        # encoders' outputs have (0644 under the usual umask)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
+        with os.fdopen(fd, "wb") as f:
+            writer(f)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
