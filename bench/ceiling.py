@@ -23,34 +23,29 @@ import torch
 
 from bench.common import DEFAULT_DATA, environment, image_files
 from bench.metrics import psnr
-from vaecodec import image
-from vaecodec.codec import Codec
-from vaecodec.transforms import tiled
+from vaecodec import Codec, image
+from vaecodec.quality import level_of
 
 
 @torch.no_grad()
 def unquantized_rgb(codec: Codec, pic: image.Picture, quality: float) -> np.ndarray:
     """The picture decoded from g_a's latents at ``quality``'s gains without rounding: (H, W, 3) uint8."""
-    m = codec.model
-    hp, wp = codec._padded(pic.size)
-    x = codec._to_tensor(pic, hp, wp)[None]
-    level = codec._level(quality, 1)
-    y = tiled(m.g_a, x, 16, 1) * m.gains.gain(level)
-    decoded = codec._decoded(m, level, y, [pic.size])[0]  # the decoder's synthesis, cropped, 0..255
-    return torch.round(decoded).to(torch.uint8).permute(1, 2, 0).numpy()
+    y = codec.analysis([pic], quality)
+    level = torch.tensor([level_of(quality)], device=codec.device)
+    decoded = codec.synthesis(y, level, [pic.size])[0]  # the decoder's synthesis, cropped, 0..255
+    return torch.round(decoded).to(torch.uint8).permute(1, 2, 0).cpu().numpy()
 
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", type=Path, default=DEFAULT_DATA / "kodak")
-    p.add_argument("--model", default=None, help="shipped model name or weights file (default: the default)")
+    p.add_argument("--model", default=None, help="a weights file (default: the shipped model)")
     p.add_argument("--qualities", default="1,2,3,4,5,6,7,8,9,10")
     p.add_argument("--limit", type=int, default=6, help="first N images of --data")
     p.add_argument("--threads", type=int, default=torch.get_num_threads())
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     codec = Codec(args.model, device="cpu")
-    codec.require_encoder()
     pics = [image.load(f) for f in image_files(args.data, args.limit)]
     print("\n".join(environment("cpu", args.threads)))
     print(f"- model: {codec.model.name} ({codec.model.model_id.hex()}); {len(pics)} images of {args.data}\n")

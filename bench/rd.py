@@ -52,7 +52,7 @@ from bench.bdrate import bd_rate, overlap
 from bench.common import DEFAULT_DATA, ROOT, environment, image_files, load_rgb
 from bench.metrics import ms_ssim, psnr
 from bench.peers import Peer, all_peers
-from vaecodec.codec import DEFAULT_EFFORT
+from vaecodec.quality import DEFAULT_EFFORT
 from vaecodec.weights import DEFAULT_MODEL
 
 REFERENCE_DIR = ROOT.parent / "shared" / "reference"

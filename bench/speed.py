@@ -99,11 +99,11 @@ def stage_timer(codec: Codec) -> Iterator[StageClock]:
     clock = StageClock(codec.device)
     m, dec = codec.model, entropy.StreamDecoder
     io_, nets, prior, coding = STAGES[:4]
-    targets = [(m, "g_a", nets), (m, "g_s", nets), (m, "h_a", prior), (m, "h_s", prior),
+    targets = [(m, "g_a", nets), (m, "g_s", nets), (m.latent, "h_a", prior), (m.latent, "h_s", prior),
                (entropy, "encode", coding), (dec, "__init__", coding), (dec, "z", coding),
                (dec, "y", coding), (image, "load", io_), (image, "to_pil", io_)]
-    if m.context is not None:  # the checkerboard context network is part of the prior
-        targets.append((m, "context", prior))
+    if m.latent.context is not None:  # the checkerboard context network is part of the prior
+        targets.append((m.latent, "context", prior))
     saved = [(obj, name, getattr(obj, name)) for obj, name, _ in targets]
     try:
         for obj, name, stage in targets:

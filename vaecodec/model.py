@@ -21,7 +21,7 @@ from .errors import VaecodecError
 from .latent_codec import LatentCodec
 from .prior import IntegerCheckerboardContext, IntegerHyperSynthesis, ctx_layers, hs_layers
 from .quality import LEVELS
-from .transforms import AnalysisTransform, HyperAnalysis, PostFilter, QualityGains, SynthesisTransform
+from .transforms import AnalysisTransform, HyperAnalysis, PostFilter, QualityGains, SynthesisTransform, tiled
 
 CONTEXTS = ("none", "checkerboard")
 
@@ -61,8 +61,8 @@ class Model:
 
     def analyze(self, x: torch.Tensor, level: torch.Tensor) -> torch.Tensor:
         """Latents y (B, M, H/16, W/16) of padded images x (B, 3, H, W) in [0, 1] at quality levels
-        (B,): g_a, then the level's gain."""
-        return self.g_a(x) * self.gains.gain(level)
+        (B,): g_a (tile by tile on large images, :func:`vaecodec.transforms.tiled`), then the gain."""
+        return tiled(self.g_a, x, 16, 1) * self.gains.gain(level)
 
     def synthesize(self, y_hat: torch.Tensor, level: torch.Tensor) -> torch.Tensor:
         """The decoded image (B, 3, 16h, 16w), not yet clamped, of latents y_hat (B, M, h, w) at

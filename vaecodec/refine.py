@@ -12,19 +12,16 @@ zero. We use stochastic Gumbel annealing (Yang, Bamler & Mandt 2020, "Improving 
 Neural Image Compression"): each latent is a soft, random mix of its two nearest integers (relative
 to its mean), weighted by closeness, with a temperature that anneals towards hard rounding, so that
 the search can move a latent across a rounding boundary when that pays and ends on the values that
-are actually coded. In a prototype of this loop on Kodak (bench/results/effort.md), the annealed
-rounding lowered the real cost by 3.3 % in 20 steps on kodim05 at quality 7, where the
-straight-through estimator (round forward, identity backward) gained 0.8 % at its best learning rate
-and lost 2.9 % at a larger one, and a rate taken on the unrounded or noisy latents lost 11 %.
+are actually coded. In a prototype the annealed rounding beat the straight-through estimator (round
+forward, identity backward) and a rate taken on unrounded or noisy latents
+(``bench/results/effort.md`` has the comparison).
 
 What stays fixed, and why:
 
 * z: it is computed once from g_a's y, and y's rate is measured against the (mean, scale index)
-  that the integer h_s derives from it. z holds 1 % (a detailed image at quality 10) to 18 % (a
-  smooth one at quality 1) of the bits (kodim05, kodim23), so a search over z was tried too: y held,
-  h_s evaluated in real arithmetic without its roundings (differentiable), z's cost read from its
-  coding tables. It moved the real cost by -0.7 % to +2.8 % on those two images at qualities 1, 3
-  and 7, worse as often as better, and was dropped (bench/results/effort.md).
+  that the integer h_s derives from it. z holds a small share of the bits, so a search over z was
+  tried too (y held, h_s evaluated in real arithmetic without its roundings, z's cost read from its
+  coding tables); it was worse as often as better and was dropped (``bench/results/effort.md``).
 * The context's refinement of the non-anchors' (mean, scale index) is recomputed from the current
   anchors at every step, with the integer network the decoder runs, and treated as a constant: the
   search sees what each anchor costs and how it decodes, not how it changes its neighbours' tables.
@@ -142,8 +139,8 @@ class _Search:
 
 class _Adam:
     """Adam (Kingma & Ba 2015, torch's default betas and eps) on one tensor, written out rather than
-    ``torch.optim.Adam``: constructing a torch optimizer imports ``torch._dynamo``, 2-3 s once per
-    process on the 2-core machine, which was 15 % of a one-image ``vaecodec compress -e 1``. The
+    ``torch.optim.Adam``: constructing a torch optimizer imports ``torch._dynamo``, which costs seconds
+    once per process, a large part of a one-image ``vaecodec compress -e 1``. The
     same arithmetic as torch's single-tensor Adam, so the files are the same to the byte."""
 
     BETAS = (0.9, 0.999)

@@ -1,4 +1,5 @@
-"""Analysis and synthesis transforms: image <-> latent y.
+"""The float networks: analysis g_a and synthesis g_s (image <-> latent y), the hyper-analysis h_a,
+the post-filter and the quality gains; and the padding and tiling every image goes through.
 
 These are ordinary float networks. They may differ by a few ULPs between CPU and GPU; that only moves
 decoded pixels by tiny amounts and never affects decodability, because nothing here decides a
@@ -13,8 +14,8 @@ quality level multiplies y channel-wise before quantization, and an inverse gain
 before synthesis. A larger gain means a finer effective quantization step, i.e. higher quality.
 Fractional quality levels interpolate the log-gains, which gives a continuous quality knob from a
 single trained model. Levels below the lowest trained one extrapolate the log-gains linearly (down
-to ``MIN_LEVEL``): a smaller gain is simply a coarser quantization step, which gives a smooth,
-measured continuation to lower rates without another model.
+to :data:`vaecodec.quality.MIN_LEVEL`): a smaller gain is simply a coarser quantization step, which
+gives a smooth continuation to lower rates without another model.
 """
 
 from __future__ import annotations
@@ -103,12 +104,12 @@ class PostFilter(nn.Module):
     """A small residual filter on g_s's output, at full resolution, told the quality level.
 
     g_s ends in a linear transposed convolution, so nothing nonlinear happens at full resolution;
-    four 3x3 convolutions of ``width`` channels there (``width`` = 16: 5.6 k multiply-adds a pixel,
-    about 14 % of g_s's) take out some of the coding artefacts g_s leaves. The level enters as a
-    constant extra input plane (times ``LEVEL_SCALE``), because what is worth removing at quality 1
-    is detail at quality 10. The last layer starts at zero, so a post-filter added to a trained
-    model starts as the identity and the model's own numbers are the starting point. It is a float
-    network like g_s: it moves decoded pixels, never a probability.
+    four 3x3 convolutions of ``width`` channels there (a small fraction of g_s's arithmetic) take out
+    some of the coding artefacts g_s leaves. The level enters as a constant extra input plane (times
+    ``LEVEL_SCALE``), because what is worth removing at quality 1 is detail at quality 10. The last
+    layer starts at zero, so a post-filter added to a trained model starts as the identity and the
+    model's own numbers are the starting point. It is a float network like g_s: it moves decoded
+    pixels, never a probability.
     """
 
     LEVEL_SCALE = 1 / 8

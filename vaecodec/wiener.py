@@ -3,10 +3,9 @@
 The learned post-filter (:class:`vaecodec.transforms.PostFilter`) is the same for every image. What
 it cannot do is adapt: the encoder holds the original, so it can solve for the linear filter that
 takes *this* decoded image closest to *this* original in the least-squares sense, and send its
-coefficients (50-130 bytes). This is VVC's adaptive loop filter idea, done once per image, outside
-any loop, on the decoder's final RGB. On Kodak (6 images, a ``runs/`` prototype)
-the fitted filter gained 0.14-0.18 dB at every quality; in the codec, on all 24 Kodak images, it
-saves 2.4 % of the bits (BD-rate) net of its own (bench/results/wiener.md).
+coefficients (a hundred bytes or so). This is VVC's adaptive loop filter idea, done once per image, outside
+any loop, on the decoder's final RGB. What it saves, net of its own bits, is measured in
+``bench/results/wiener.md``.
 
 Shape: for output channel c, ``out_c = x_c + sum_i w_i f_i + bias``, where the features f are
 
@@ -15,7 +14,7 @@ Shape: for output channel c, ``out_c = x_c + sum_i w_i f_i + bias``, where the f
   the offsets d of a disc of diameter ``own_k``; for the other two planes, the same over a disc of
   diameter ``cross_k``.
 
-Point symmetry halves the coefficients for almost nothing (measured: 0.01-0.02 dB); differences
+Point symmetry halves the coefficients for almost nothing (``bench/results/wiener.md``); differences
 instead of raw taps keep the coefficients small and their quantization harmless. On decode the
 coefficients fold into one 3->3 convolution, so applying the filter costs one ``conv2d``.
 
