@@ -14,14 +14,15 @@ from pathlib import Path
 import torch
 from PIL import Image
 
+from vaecodec.image import IMAGE_EXTENSIONS
+
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_DATA = Path(os.environ.get("VAECODEC_DATA", ROOT.parent / "shared" / "data"))
-IMAGE_EXTS = (".png", ".webp", ".ppm", ".bmp", ".tif", ".tiff")
 
 
 def image_files(folder: Path, limit: int | None = None) -> list[Path]:
     """The images of a folder in name order (the first ``limit``), so every run sees the same set."""
-    files = sorted(f for f in folder.iterdir() if f.suffix.lower() in IMAGE_EXTS)[:limit]
+    files = sorted(f for f in folder.iterdir() if f.suffix.lower() in IMAGE_EXTENSIONS)[:limit]
     if not files:
         raise SystemExit(f"no images in {folder}")
     return files

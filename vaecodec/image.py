@@ -30,7 +30,7 @@ from .errors import CorruptFileError, ImageError, OutputError
 from .files import write_atomic
 
 # Image files the training loader takes from a folder (and the benchmarks): formats Pillow reads.
-IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".avif"})
+IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".webp", ".bmp", ".ppm", ".tif", ".tiff", ".avif"})
 
 
 @dataclass
