@@ -99,10 +99,7 @@ class LatentCodec:
                  y_coder: entropy.TableCoder) -> None:
         self.h_a, self.h_s, self.context = h_a, h_s, context
         self.z_coder, self.y_coder = z_coder, y_coder
-
-    @property
-    def z_channels(self) -> int:
-        return self.h_s.spec[0][1]
+        self.z_channels = h_s.spec[0][1]
 
     # ---- encoder -----------------------------------------------------------------------------
 
