@@ -5,13 +5,13 @@
 Architecture choices are decided by ablations at equal training steps (docs/training.md), often for
 models that cannot be exported yet (a context model before its integer path exists). So this uses
 the training model itself: for every quality level 0..7 and every image, the exact-rounding rate
-under the float prior and the PSNR of the decoded image (``vaecodec.train.validate``, the numbers
+under the float prior and the PSNR of the decoded image (``training.loop.validate``, the numbers
 the training log shows), averaged per level, then BD-rate (PSNR, piecewise cubic) of each checkpoint
-against the first. A checkpoint trained on one level only (``train --only-level``, a single-rate
-model) is measured at that level, and its one point is compared with the rate the first
+against the first. A checkpoint trained on one level only (``python -m training --only-level``, a
+single-rate model) is measured at that level, and its one point is compared with the rate the first
 checkpoint's curve needs for the same PSNR. The rate is the ideal code length, not a file size:
-exporting costs the integer prior about half a percent on top (``bench/results/prior_cost.md``),
-the same for every candidate.
+exporting adds the integer prior's small cost on top (``bench/results/prior_cost.md``), the same
+for every candidate.
 """
 
 from __future__ import annotations
@@ -23,8 +23,9 @@ import torch
 
 from bench.bdrate import bd_rate, overlap, point_vs_curve
 from bench.common import DEFAULT_DATA, environment
-from vaecodec.model import load_checkpoint
-from vaecodec.train import load_folder, validate
+from training.data import load_folder
+from training.loop import validate
+from training.model import load_checkpoint
 
 
 def main(argv: list[str] | None = None) -> None:

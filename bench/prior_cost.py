@@ -4,14 +4,16 @@
 
 For each image and quality, three rates in bits per pixel:
 
-* ``float``: the training model's exact rate of the rounded latents under its float h_s with a
-  continuous scale (the ideal the training objective optimizes);
+* ``float``: the training model's exact rate of the rounded latents under its float h_s and context
+  with a continuous scale (the ideal the training objective optimizes);
 * ``integer``: the ideal code length of the same image's symbols under the exported integer h_s and
-  the integer PMF tables (64 quantized scales, trimmed z tails);
-* ``file``: the real .vaez size (ANS overhead, escapes and the header included).
+  context and the integer PMF tables (64 quantized scales, trimmed z tails);
+* ``file``: the real .vaez size without the Wiener filter (ANS overhead, escapes and the header
+  included).
 
 ``integer / float - 1`` is the cost of making the prior bit-exact; ``file / integer - 1`` is the
-coder and container overhead. Results go to ``bench/results/prior_cost.md``.
+coder and container overhead. The checkpoint is exported as ``python -m training --export`` would
+(its EMA if it kept one). Results go to ``bench/results/prior_cost.md``.
 """
 
 from __future__ import annotations
@@ -22,13 +24,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 
-from bench.common import DEFAULT_DATA, ROOT, environment
-from vaecodec import Codec, image
-from vaecodec.codec import quality_to_level
-from vaecodec.model import ModelConfig, VAEModel
-from vaecodec.weights import export_model
+from bench.common import DEFAULT_DATA, ROOT, environment, image_files, load_rgb
+from training.export import export_model, tables_from_state
+from training.model import load_checkpoint
+from vaecodec import Codec
+from vaecodec.quality import level_of
+from vaecodec.transforms import pad
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -43,33 +45,32 @@ def main(argv: list[str] | None = None) -> None:
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
 
-    ckpt = torch.load(args.ckpt, map_location="cpu", weights_only=False)
-    model = VAEModel(ModelConfig(**ckpt["config"]))
-    model.load_state_dict(ckpt["model"])
-    model.eval()
+    model, ckpt = load_checkpoint(args.ckpt)
+    z = tables_from_state(ckpt["z_tables"]) if ckpt.get("z_tables") is not None else None
     with tempfile.TemporaryDirectory() as tmp:
-        weights = Path(tmp) / "candidate.pt"
-        export_model(model, weights)
-        codec = Codec(weights, device="cpu")
+        weights = Path(tmp) / "candidate.safetensors"
+        export_model(model, weights, z)
+        codec = Codec(weights, device=args.device)
+    model.to(codec.device).eval()
+    latent = codec.model.latent
 
-    files = sorted(args.data.glob("*.png"))[: args.limit]
+    files = image_files(args.data, args.limit)
     rows = []
     for q in [float(v) for v in args.qualities.split(",")]:
         acc = {"float": [], "integer": [], "file": []}
         for f in files:
-            pic = image.load(Image.open(f).convert("RGB"))
-            w, h = pic.size
-            hp, wp = h + (-h) % 64, w + (-w) % 64
-            x = Codec._to_tensor(pic, hp, wp)[None]
+            rgb = np.asarray(load_rgb(f))
+            h, w = rgb.shape[:2]
+            x = pad(torch.from_numpy(rgb.copy()).permute(2, 0, 1)[None].float() / 255).to(codec.device)
             with torch.no_grad():
-                out = model(x, torch.tensor([quality_to_level(q)]))
-            acc["float"].append(float(out["bpp_y"] + out["bpp_z"]) * hp * wp / (w * h))
-            z, y, idx = codec.symbols([pic], q)
-            channel = np.broadcast_to(np.arange(z.shape[1])[:, None, None], z.shape[1:]).ravel()
-            bits = (codec.model.z_coder.tables.bits(z[0].ravel(), channel)
-                    + codec.model.y_coder.tables.bits(y[0].ravel(), idx[0].ravel()))
+                out = model(x, torch.tensor([level_of(q)], device=codec.device))
+            acc["float"].append(float(out["bpp_y"] + out["bpp_z"]) * x.shape[2] * x.shape[3] / (w * h))
+            lat = codec.latents([rgb], q).numpy(0)
+            channel = np.broadcast_to(np.arange(lat["z"].shape[0])[:, None, None], lat["z"].shape).ravel()
+            bits = (latent.z_coder.tables.bits(lat["z"].ravel(), channel)
+                    + latent.y_coder.tables.bits(lat["y"].ravel(), lat["index"].ravel()))
             acc["integer"].append(bits / (w * h))
-            acc["file"].append(8 * len(codec.compress(pic, q)) / (w * h))
+            acc["file"].append(8 * len(codec.compress(rgb, q, wiener=False)) / (w * h))
         rows.append((q, *(float(np.mean(acc[k])) for k in ("float", "integer", "file"))))
         print(rows[-1], flush=True)
 

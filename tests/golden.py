@@ -31,7 +31,8 @@ DATA = Path(__file__).parent / "data"
 CASES = {
     "grey-q1.5": (lambda: smooth_image(37, 50, seed=11)[..., 1], 1.5, False),
     "rgba-q6.5": (lambda: np.dstack([smooth_image(40, 72, seed=12),
-                                     np.tile(np.linspace(0, 255, 72).astype(np.uint8), (40, 1))]), 6.5, False),
+                                     np.tile(np.linspace(0, 255, 72).astype(np.uint8), (40, 1))]),
+                  6.5, False),
     "rgb-q9.25-filter": (lambda: smooth_image(96, 80, seed=13), 9.25, True),
 }
 

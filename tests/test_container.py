@@ -8,7 +8,6 @@ import zlib
 
 import numpy as np
 import pytest
-import torch
 
 from vaecodec import Codec, CorruptFileError, UnsupportedFileError, VaecodecError, container, weights
 from vaecodec.bits import BitReader

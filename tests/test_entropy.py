@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+
 from training.export import export_model
 from training.model import ModelConfig, VAEModel
-
 from vaecodec import Codec, CorruptFileError, container, entropy
 from vaecodec.entropy import TOTAL, EscapeReader, StreamDecoder, TableSet, quantize_pmf, write_escapes
 from vaecodec.prior import MEAN_FRAC_BITS, NUM_SCALES

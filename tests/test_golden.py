@@ -7,7 +7,6 @@ import pytest
 from conftest import PSNR_FLOOR, psnr
 from golden import CASES, DATA
 
-from vaecodec import Codec
 from vaecodec import container, wiener
 from vaecodec.weights import shipped
 

@@ -39,6 +39,7 @@ DEFAULT_MODEL = "hp128cbpf-v5"
 FORMAT = "vaecodec-weights"
 SUFFIX = ".safetensors"
 INT_WEIGHTS = ("hs.w", "ctx.w")  # integer-network weights: canonical int32
+STORED_DTYPES = frozenset(map(np.dtype, (np.float16, np.float32, np.int16, np.int32, np.int64)))
 _TORCH_NAMES = {np.dtype(np.float32): "torch.float32", np.dtype(np.int32): "torch.int32",
                 np.dtype(np.int64): "torch.int64"}  # what the id has always hashed as the dtype
 
@@ -143,14 +144,16 @@ def read(path: Path) -> Weights:
         tensors = load(data)
         if metadata.get("format") != FORMAT:
             raise ValueError("not a vaecodec weights file")
+        if any(a.dtype not in STORED_DTYPES for a in tensors.values()):
+            raise ValueError("a tensor of a dtype vaecodec does not store")
         config = json.loads(metadata["config"])
-        stored = bytes.fromhex(metadata["model_id"])
+        stored = str(metadata["model_id"])
         model_id = model_id_of(config, tensors)
     except (SafetensorError, ValueError, KeyError, TypeError) as exc:
         raise VaecodecError(f"{path} is not an intact vaecodec weights file ({exc})") from None
-    if model_id != stored:
+    if model_id.hex() != stored:  # compared as written: an id in upper case is a changed byte too
         raise VaecodecError(f"{path} is a damaged vaecodec weights file (its content hashes to model "
-                            f"{model_id.hex()}, not {stored.hex()})")
+                            f"{model_id.hex()}, not {stored})")
     return Weights(path.name.removesuffix(SUFFIX), model_id, config, canonical(tensors))
 
 
@@ -161,7 +164,10 @@ def _metadata(data: bytes) -> dict:
     size = int.from_bytes(data[:8], "little")
     if size > len(data) - 8:
         raise ValueError("header is truncated")
-    header = json.loads(data[8 : 8 + size])
+    raw = data[8 : 8 + size]
+    if any(c in raw for c in b"\t\n\r"):  # JSON whitespace the writer never writes (it pads with spaces)
+        raise ValueError("header is not as written")
+    header = json.loads(raw)
     metadata = header.get("__metadata__") if isinstance(header, dict) else None
     if not isinstance(metadata, dict):
         raise ValueError("no vaecodec metadata")
