@@ -138,11 +138,11 @@ def test_missing_file_and_directory(codec, tmp_path):
 
 @pytest.mark.parametrize(
     "arr",
-    [np.zeros((4, 4, 3), np.float32), np.zeros((4, 4), np.int64), np.zeros((4, 4), bool),
-     np.zeros((4, 4, 2), np.uint8), np.zeros((4, 4, 5), np.uint8), np.zeros((4, 4, 1), np.uint8),
-     np.zeros(16, np.uint8), np.zeros((2, 4, 4, 3), np.uint8), np.zeros((0, 5), np.uint8),
-     np.zeros((5, 0, 3), np.uint8)],
-    ids=["float32", "int64", "bool", "2ch", "5ch", "1ch", "1d", "4d", "no-rows", "no-cols"],
+    [np.full((4, 4, 3), 1.5, np.float32), np.full((4, 4, 3), np.nan, np.float32),
+     np.zeros((4, 4), np.int64), np.zeros((4, 4), bool), np.zeros((4, 4, 2), np.uint8),
+     np.zeros((2, 4, 5), np.uint8), np.zeros(16, np.uint8), np.zeros((2, 4, 4, 3), np.uint8),
+     np.zeros((0, 5), np.uint8), np.zeros((5, 0, 3), np.uint8)],
+    ids=["float-above-1", "float-nan", "int64", "bool", "2ch", "5ch", "1d", "4d", "no-rows", "no-cols"],
 )
 def test_bad_arrays(codec, arr):
     with pytest.raises(ImageError):

@@ -23,6 +23,7 @@ same decoder reads.
 from __future__ import annotations
 
 import os
+import warnings
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -32,17 +33,48 @@ import numpy as np
 import torch
 from PIL import Image
 
-from . import container, image, wiener
+from . import container, image, metadata, rate_control, wiener
 from .errors import CorruptFileError, ImageError, UnsupportedFileError, VaecodecError
 from .files import FileInput, read_bytes
 from .latent_codec import Latents, Streams
+from .metadata import Metadata
 from .model import Model, load
-from .quality import DEFAULT_EFFORT, DEFAULT_QUALITY, check_effort, check_quality, level_of
+from .quality import (
+    DEFAULT_EFFORT,
+    DEFAULT_QUALITY,
+    QUALITY_MAX,
+    QUALITY_MIN,
+    check_effort,
+    check_quality,
+    level_of,
+)
 from .refine import refine
 from .transforms import pad, padded_size, tiled
 
 T = TypeVar("T")
 OnError = Literal["raise", "return"]
+Output = Literal["pil", "numpy", "torch"]
+OUTPUTS = ("pil", "numpy", "torch")
+
+
+@dataclass(frozen=True)
+class _Options:
+    """How to encode, beyond the quality."""
+
+    effort: int
+    wiener: bool
+    strip: bool
+
+
+def _as(output: Output, img: Image.Image) -> Image.Image | np.ndarray | torch.Tensor:
+    """A decoded image in the form the caller asked for."""
+    if output == "pil":
+        return img
+    arr = np.asarray(img)
+    if output == "numpy":
+        return arr
+    t = torch.from_numpy(arr.copy())
+    return t.permute(2, 0, 1) if arr.ndim == 3 else t[None]
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
@@ -68,6 +100,7 @@ class Parsed:
     payload: container.Payload
     alpha: np.ndarray | None
     filter: wiener.WienerFilter | None
+    metadata: Metadata
 
     @property
     def size(self) -> tuple[int, int]:
@@ -131,33 +164,53 @@ class Codec:
 
     # ---- compression -------------------------------------------------------------------------
 
-    def compress(self, img: image.ImageInput, quality: float = DEFAULT_QUALITY,
-                 effort: int = DEFAULT_EFFORT, wiener: bool = True) -> bytes:
-        """Compress one image (path, PIL image or uint8 array) to the bytes of a .vaez file.
+    def compress(self, img: image.ImageInput, quality: float | None = None, effort: int = DEFAULT_EFFORT,
+                 wiener: bool = True, *, strip: bool = False, target_bpp: float | None = None,
+                 target_size: int | None = None, target_psnr: float | None = None) -> bytes:
+        """Compress one image (any :data:`vaecodec.image.ImageInput`) to the bytes of a .vaez file.
 
-        ``quality``: 1 (smallest) to 10 (best), fractions allowed; ``effort`` 0..2 trades encoding
-        time for smaller files at the same quality (:mod:`vaecodec.refine`); ``wiener`` fits and
-        sends the per-image filter (:mod:`vaecodec.wiener`)."""
-        return self.compress_batch([img], quality, effort=effort, on_error="raise", wiener=wiener)[0]
+        ``quality``: 1 (smallest) to 10 (best), fractions allowed, default 7; or instead one target
+        (:mod:`vaecodec.rate_control`): ``target_bpp`` or ``target_size`` (bytes) gives the best
+        quality whose file fits, ``target_psnr`` (dB) the smallest file that reaches it. ``effort``
+        0..2 trades encoding time for smaller files at the same quality (:mod:`vaecodec.refine`);
+        ``wiener`` fits and sends the per-image filter (:mod:`vaecodec.wiener`); ``strip`` leaves
+        out the ICC profile, EXIF and XMP (:mod:`vaecodec.metadata`)."""
+        return self.compress_batch([img], quality, effort=effort, on_error="raise", wiener=wiener,
+                                   strip=strip, target_bpp=target_bpp, target_size=target_size,
+                                   target_psnr=target_psnr)[0]
 
     def compress_batch(
         self,
         images: Sequence[image.ImageInput],
-        quality: float = DEFAULT_QUALITY,
+        quality: float | None = None,
         batch_size: int | None = None,
         on_error: OnError = "raise",
         effort: int = DEFAULT_EFFORT,
         wiener: bool = True,
+        *,
+        strip: bool = False,
+        target_bpp: float | None = None,
+        target_size: int | None = None,
+        target_psnr: float | None = None,
     ) -> list[bytes | VaecodecError]:
-        """Compress many images with one model; results are in input order (options as
-        :meth:`compress`)."""
-        quality = check_quality(quality)
-        effort = check_effort(effort)
+        """Compress many images with one model; results are in input order, and with
+        ``on_error="return"`` an image that fails is returned as its error (options as
+        :meth:`compress`; with a target, each image gets the quality that meets it)."""
+        targets = (target_bpp, target_size, target_psnr)
+        rate_control.target_of(1, quality, *targets)  # refuses conflicting options before any work
+        opts = _Options(check_effort(effort), wiener, strip)
         pics = [_guard(on_error, lambda src=src: _load(src)) for src in images]
         out: list = [p if isinstance(p, VaecodecError) else None for p in pics]
+        if any(t is not None for t in targets):
+            for i, pic in enumerate(pics):
+                if out[i] is None:
+                    target = rate_control.target_of(pic.size[0] * pic.size[1], None, *targets)
+                    out[i] = _guard(on_error, lambda pic=pic, t=target: self._compress_to(pic, t, opts))
+            return out
+        quality = check_quality(DEFAULT_QUALITY if quality is None else quality)
         keys = [None if out[i] is not None else padded_size(*p.size) for i, p in enumerate(pics)]
         for idx in _chunks(keys, batch_size or self.default_batch_size):
-            group = self._compress_group([pics[i] for i in idx], quality, effort, wiener)
+            group = self._compress_group([pics[i] for i in idx], quality, opts)
             for i, data in zip(idx, group, strict=True):
                 out[i] = data
         return out
@@ -192,39 +245,107 @@ class Codec:
         return m.latent.quantize(y, z, mean, index)
 
     @torch.no_grad()
-    def _compress_group(self, pics: list[image.Picture], quality: float, effort: int,
-                        fit_filter: bool) -> list[bytes]:
+    def _compress_group(self, pics: list[image.Picture], quality: float, opts: _Options) -> list[bytes]:
         m = self.model
-        latents = self._latents(pics, quality, effort)
+        latents = self._latents(pics, quality, opts.effort)
         filters = [b""] * len(pics)
-        if fit_filter:
+        if opts.wiener:
             level = self._level(quality, len(pics))
             decoded = self.synthesis(latents.y_hat, level, [p.size for p in pics])
-            lam = float(m.gains.lambda_at(level[:1]))
             for i, pic in enumerate(pics):
-                filt = wiener.fit(decoded[i].cpu().numpy(), pic.rgb.transpose(2, 0, 1), lam)
+                filt = self._fit_filter(decoded[i], pic, level[:1])
                 filters[i] = wiener.encode(filt) if filt is not None else b""
         results = []
         for pic, streams, filt in zip(pics, m.latent.encode(latents), filters, strict=True):
-            alpha = image.encode_alpha(pic.alpha) if pic.alpha is not None else b""
-            header = container.Header(m.model_id, pic.mode, quality, *pic.size)
-            results.append(container.pack(header, container.Payload(streams.stream, streams.escapes,
-                                                                    alpha, filt)))
+            results.append(self._pack(pic, quality, streams, filt, opts))
         return results
+
+    def _fit_filter(self, decoded: torch.Tensor, pic: image.Picture, level: torch.Tensor
+                    ) -> wiener.WienerFilter | None:
+        """The Wiener filter for one image's synthesis (3, H, W) at its level (1,), or None."""
+        lam = float(self.model.gains.lambda_at(level))
+        return wiener.fit(decoded.cpu().numpy(), pic.rgb.transpose(2, 0, 1), lam)
+
+    def _pack(self, pic: image.Picture, quality: float, streams: Streams, filt: bytes, opts: _Options
+              ) -> bytes:
+        alpha = image.encode_alpha(pic.alpha) if pic.alpha is not None else b""
+        meta = b"" if opts.strip else metadata.encode(pic.metadata)
+        header = container.Header(self.model.model_id, pic.mode, quality, *pic.size)
+        return container.pack(header, container.Payload(streams.stream, streams.escapes, alpha, filt, meta))
+
+    @torch.no_grad()
+    def _compress_to(self, pic: image.Picture, target: rate_control.Target, opts: _Options) -> bytes:
+        """The file that meets a size or PSNR target best (:mod:`vaecodec.rate_control`): a search
+        over the quality with trial encodes that reuse g_a's features, then whole encodes checked
+        against the target, the overhead the trials cannot see (the Wiener filter's bytes, the
+        effort search's change) corrected."""
+        m = self.model
+        features = m.features(self._pixels([pic]))
+        overhead = len(self._pack(pic, QUALITY_MIN, Streams(b"", b""), b"", opts))
+
+        def trial(quality: float) -> float:
+            level = self._level(quality, 1)
+            y = features * m.gains.gain(level)
+            latents = m.latent.quantize(y, *m.latent.hyper(y))
+            if target.kind == "bytes":
+                streams = m.latent.encode(latents)[0]
+                return overhead + len(streams.stream) + len(streams.escapes)
+            decoded = self.synthesis(latents.y_hat, level, [pic.size])[0]
+            filt = self._fit_filter(decoded, pic, level) if opts.wiener else None
+            if filt is not None:  # the filter can move the PSNR a long way: the trial counts it
+                decoded = filt.apply(decoded[None])[0].clamp(0, 255)
+            return rate_control.psnr(torch.round(decoded).permute(1, 2, 0).cpu().numpy(), pic.rgb)
+
+        def final(quality: float) -> tuple[bytes, float]:
+            data = self._compress_group([pic], quality, opts)[0]
+            if target.kind == "bytes":
+                return data, len(data)
+            parsed = self.parse(data)
+            return data, rate_control.psnr(self._rgb([parsed], [self._decode(parsed)])[0], pic.rgb)
+
+        with warnings.catch_warnings():  # the trials' own unreachable-target warnings are not final
+            warnings.simplefilter("ignore")
+            quality = rate_control.search(trial, target)
+        data, measured = final(quality)
+        for _ in range(rate_control.MAX_CORRECTIONS):
+            if target.met(measured):
+                return data
+            if target.kind == "bytes" and quality > QUALITY_MIN:  # trials missed some bytes: count them
+                overhead += measured - trial(quality)
+                lowest = max(QUALITY_MIN, quality - rate_control.CORRECTION_RANGE)
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    start = lowest if target.met(trial(lowest)) else QUALITY_MIN
+                    quality = rate_control.search(trial, target, start, quality)
+            elif target.kind == "psnr" and quality < QUALITY_MAX:
+                quality = min(quality + rate_control.PSNR_STEP, QUALITY_MAX)
+            else:
+                break
+            data, measured = final(quality)
+        if not target.met(measured):
+            rate_control.unreachable(target, quality, measured)
+        return data
 
     # ---- decompression -----------------------------------------------------------------------
 
-    def decompress(self, data: FileInput) -> Image.Image:
-        """Decode .vaez bytes (or a path to a .vaez file) to a PIL image in its original mode."""
-        return self.decompress_batch([data], on_error="raise")[0]
+    def decompress(self, data: FileInput, output: Output = "pil") -> Image.Image | np.ndarray | torch.Tensor:
+        """Decode a .vaez file (its bytes, a path or a binary file object) to an image in its
+        original size and colour mode, with its metadata: a PIL image (``output="pil"``, metadata in
+        ``info``), a uint8 numpy array HxW or HxWxC (``"numpy"``) or a uint8 tensor CxHxW
+        (``"torch"``)."""
+        return self.decompress_batch([data], on_error="raise", output=output)[0]
 
     def decompress_batch(
         self,
-        files: Sequence[FileInput],
+        files: Sequence[FileInput | VaecodecError],
         batch_size: int | None = None,
         on_error: OnError = "raise",
-    ) -> list[Image.Image | VaecodecError]:
-        """Decode many .vaez files; results are in input order."""
+        output: Output = "pil",
+    ) -> list[Image.Image | np.ndarray | torch.Tensor | VaecodecError]:
+        """Decode many .vaez files; results are in input order. An error among the inputs (what
+        :meth:`compress_batch` returns for an image that failed) is passed through as it is."""
+        if output not in OUTPUTS:
+            raise VaecodecError(f"output must be one of {', '.join(OUTPUTS)}, got {output!r}")
         parsed = [_guard(on_error, lambda f=f: self.parse(f)) for f in files]
         latents = [p if isinstance(p, VaecodecError) else _guard(on_error, lambda p=p: self._decode(p))
                    for p in parsed]
@@ -232,18 +353,27 @@ class Codec:
         keys = [None if out[i] is not None else p.latent_shape for i, p in enumerate(parsed)]
         for idx in _chunks(keys, batch_size or self.default_batch_size):
             group = [parsed[i] for i in idx]
-            level = torch.tensor([level_of(p.header.quality) for p in group], device=self.device)
-            y_hat = torch.cat([latents[i].y_hat for i in idx])
-            decoded = self.synthesis(y_hat, level, [p.size for p in group])
-            for i, p, x in zip(idx, group, decoded, strict=True):
-                if p.filter is not None:
-                    x = p.filter.apply(x[None])[0].clamp(0, 255)
-                rgb = torch.round(x).to(torch.uint8).permute(1, 2, 0).contiguous().cpu().numpy()
-                out[i] = image.to_pil(image.Picture(rgb, p.header.mode, p.alpha))
+            for i, p, rgb in zip(idx, group, self._rgb(group, [latents[i] for i in idx]), strict=True):
+                pic = image.to_pil(image.Picture(rgb, p.header.mode, p.alpha, p.metadata))
+                out[i] = _as(output, pic)
         return out
 
-    def parse(self, src: FileInput) -> Parsed:
-        """Read and check a .vaez file: container, model, alpha plane, filter section."""
+    def _rgb(self, group: list[Parsed], latents: list[Latents]) -> list[np.ndarray]:
+        """The decoded RGB (H, W, 3) uint8 of files whose latents have one shape."""
+        level = torch.tensor([level_of(p.header.quality) for p in group], device=self.device)
+        y_hat = torch.cat([lat.y_hat for lat in latents])
+        out = []
+        for p, x in zip(group, self.synthesis(y_hat, level, [p.size for p in group]), strict=True):
+            if p.filter is not None:
+                x = p.filter.apply(x[None])[0].clamp(0, 255)
+            out.append(torch.round(x).to(torch.uint8).permute(1, 2, 0).contiguous().cpu().numpy())
+        return out
+
+    def parse(self, src: FileInput | VaecodecError) -> Parsed:
+        """Read and check a .vaez file: container, model, alpha plane, filter and metadata sections.
+        An error in place of a file (a failed item of :meth:`compress_batch`) is raised."""
+        if isinstance(src, VaecodecError):
+            raise src
         header, payload = container.unpack(read_bytes(src))
         if header.model_id != self.model.model_id:
             from . import __version__
@@ -252,7 +382,8 @@ class Codec:
                 f"file was made with model {header.model_id.hex()}, which this vaecodec {__version__} "
                 f"does not have (it has {self.model.name}, {self.model.model_id.hex()})")
         alpha = image.decode_alpha(payload.alpha, header.width, header.height) if payload.alpha else None
-        return Parsed(header, payload, alpha, wiener.decode(payload.filter))
+        return Parsed(header, payload, alpha, wiener.decode(payload.filter),
+                      metadata.decode(payload.metadata))
 
     def _decode(self, parsed: Parsed) -> Latents:
         streams = Streams(parsed.payload.stream, parsed.payload.escapes)

@@ -8,7 +8,7 @@ offset size    field
 0      4       magic ``b"VAEZ"``
 4      1       format version (this module writes FORMAT_VERSION)
 5      8       model id: first 8 bytes of the SHA-256 of the model's tensors
-13     1       colour mode: 0 RGB, 1 L (grey), 2 RGBA, 3 LA
+13     1       colour mode: 0 RGB, 1 L (grey), 2 RGBA, 3 LA; plus 128 when a metadata section follows
 14     2       quality x 100 (uint16), e.g. 350 for quality 3.5
 16     varint  width in pixels (>= 1)
 .      varint  height in pixels (>= 1)
@@ -16,9 +16,11 @@ offset size    field
 .      varint  length of the escape stream in bytes
 .      varint  length of the alpha stream in bytes (0 unless the mode has alpha)
 .      varint  length of the filter section in bytes (0: no filter)
+.      varint  length of the metadata section in bytes (only when the mode byte says there is one)
 .      4       CRC32 of every byte before it and of the payload that follows
 .      ...     payload: ANS stream, escape stream, alpha stream (a PNG of the alpha plane), filter
-              section (the per-image Wiener filter, vaecodec.wiener)
+              section (the per-image Wiener filter, vaecodec.wiener), metadata section (ICC, EXIF,
+              XMP: vaecodec.metadata)
 ====== ======= ====================================================================
 
 Parsing checks, in order: magic, version, field ranges, that the file is exactly as long as the
@@ -44,6 +46,7 @@ MAX_SIDE = 65535
 MAX_PIXELS = 1 << 26  # 67 MP: bounds the memory a (possibly hostile) file can make the decoder use
 _FIXED = struct.Struct("<4sB8sBH")
 _VARINT_BYTES = 5  # 35 bits is plenty for any field; longer means corruption
+HAS_METADATA = 0x80  # in the mode byte; a file without metadata is laid out as if the flag did not exist
 
 
 @dataclass(frozen=True)
@@ -61,6 +64,7 @@ class Payload:
     escapes: bytes
     alpha: bytes
     filter: bytes = b""  # the Wiener filter section, empty when the encoder sent none
+    metadata: bytes = b""  # the metadata section, empty when the image has none (or it was stripped)
 
 
 def check_size(width: int, height: int) -> None:
@@ -75,13 +79,14 @@ def pack(header: Header, payload: Payload) -> bytes:
     quality = round(header.quality * 100)
     if not 0 <= quality <= 0xFFFF:
         raise ValueError(f"quality {header.quality} cannot be stored")
-    head = _FIXED.pack(MAGIC, FORMAT_VERSION, header.model_id, MODES.index(header.mode), quality)
+    mode = MODES.index(header.mode) | (HAS_METADATA if payload.metadata else 0)
+    head = _FIXED.pack(MAGIC, FORMAT_VERSION, header.model_id, mode, quality)
     fields = BitWriter()
-    for v in (header.width, header.height, len(payload.stream), len(payload.escapes), len(payload.alpha),
-              len(payload.filter)):
+    lengths = [len(payload.stream), len(payload.escapes), len(payload.alpha), len(payload.filter)]
+    for v in (header.width, header.height, *lengths, *([len(payload.metadata)] if payload.metadata else [])):
         fields.varint(v)
     head += fields.getvalue()
-    body = payload.stream + payload.escapes + payload.alpha + payload.filter
+    body = payload.stream + payload.escapes + payload.alpha + payload.filter + payload.metadata
     crc = zlib.crc32(body, zlib.crc32(head))
     return head + struct.pack("<I", crc) + body
 
@@ -97,17 +102,21 @@ def unpack(data: bytes) -> tuple[Header, Payload]:
         made = "a newer vaecodec" if version > FORMAT_VERSION else "a pre-release vaecodec"
         raise UnsupportedFileError(f"format version {version} comes from {made}; this version reads "
                                    f"format {FORMAT_VERSION}")
+    has_metadata, mode = mode & HAS_METADATA, mode & ~HAS_METADATA
     if mode >= len(MODES):
         raise CorruptFileError(f"unknown colour mode {mode}")
     if not QUALITY_MIN <= quality / 100 <= QUALITY_MAX:
         raise CorruptFileError(f"quality {quality / 100:g} is outside {QUALITY_MIN:g}..{QUALITY_MAX:g}")
     reader = BitReader(data, "the header", 8 * _FIXED.size)
     width, height, n_stream, n_esc, n_alpha, n_filter = (reader.varint(_VARINT_BYTES) for _ in range(6))
+    n_meta = reader.varint(_VARINT_BYTES) if has_metadata else 0
+    if has_metadata and not n_meta:
+        raise CorruptFileError("metadata flag set without a metadata section")
     pos = reader.byte_pos
     check_size(width, height)
     if (n_alpha > 0) != (MODES[mode] in ("RGBA", "LA")):
         raise CorruptFileError("alpha stream does not match the colour mode")
-    end = pos + 4 + n_stream + n_esc + n_alpha + n_filter
+    end = pos + 4 + n_stream + n_esc + n_alpha + n_filter + n_meta
     if len(data) < end:
         raise CorruptFileError(f"file is truncated ({len(data)} of {end} bytes)")
     if len(data) > end:
@@ -118,5 +127,6 @@ def unpack(data: bytes) -> tuple[Header, Payload]:
         raise CorruptFileError("checksum mismatch: the file is damaged")
     header = Header(model_id, MODES[mode], quality / 100, width, height)
     a, b = n_stream + n_esc, n_stream + n_esc + n_alpha
-    payload = Payload(body[:n_stream], body[n_stream:a], body[a:b], body[b:])
+    c = b + n_filter
+    payload = Payload(body[:n_stream], body[n_stream:a], body[a:b], body[b:c], body[c:])
     return header, payload

@@ -15,13 +15,18 @@ from typing import BinaryIO
 
 from .errors import OutputError, VaecodecError
 
-FileInput = bytes | bytearray | memoryview | str | os.PathLike
+FileInput = bytes | bytearray | memoryview | str | os.PathLike | BinaryIO
 
 
 def read_bytes(src: FileInput) -> bytes:
     """The bytes of a file, or the bytes given; VaecodecError in one line if it cannot be read."""
     if isinstance(src, bytes | bytearray | memoryview):
         return bytes(src)
+    if hasattr(src, "read"):
+        data = src.read()
+        if not isinstance(data, bytes):
+            raise VaecodecError(f"{getattr(src, 'name', 'stream')}: not opened in binary mode")
+        return data
     try:
         return Path(src).read_bytes()
     except FileNotFoundError:

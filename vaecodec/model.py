@@ -59,10 +59,15 @@ class Model:
     latent: LatentCodec
     post: PostFilter | None = None
 
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """g_a of padded images x (B, 3, H, W) in [0, 1], tile by tile on large images
+        (:func:`vaecodec.transforms.tiled`): the part of the analysis that does not depend on the
+        quality."""
+        return tiled(self.g_a, x, 16, 1)
+
     def analyze(self, x: torch.Tensor, level: torch.Tensor) -> torch.Tensor:
-        """Latents y (B, M, H/16, W/16) of padded images x (B, 3, H, W) in [0, 1] at quality levels
-        (B,): g_a (tile by tile on large images, :func:`vaecodec.transforms.tiled`), then the gain."""
-        return tiled(self.g_a, x, 16, 1) * self.gains.gain(level)
+        """Latents y (B, M, H/16, W/16) of padded images x at quality levels (B,): g_a, then the gain."""
+        return self.features(x) * self.gains.gain(level)
 
     def synthesize(self, y_hat: torch.Tensor, level: torch.Tensor) -> torch.Tensor:
         """The decoded image (B, 3, 16h, 16w), not yet clamped, of latents y_hat (B, M, h, w) at
