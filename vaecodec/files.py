@@ -47,7 +47,10 @@ def write_atomic(path: str | os.PathLike, writer: Callable[[BinaryIO], object], 
     """Run ``writer(file)`` on a temporary file next to ``path``, then rename it into place."""
     path = Path(path)
     check_writable(path, force)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as exc:
+        raise OutputError(f"{path}: cannot write ({exc.strerror or exc})") from None
     try:
         # mkstemp creates the file private (0600); give it the mode a plain open() would, as other
         # encoders' outputs have (0644 under the usual umask)
@@ -57,6 +60,8 @@ def write_atomic(path: str | os.PathLike, writer: Callable[[BinaryIO], object], 
         with os.fdopen(fd, "wb") as f:
             writer(f)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(exc, OSError):
+            raise OutputError(f"{path}: cannot write ({exc.strerror or exc})") from None
         raise

@@ -1,10 +1,10 @@
 """Rate control: the quality that meets a file-size or a PSNR target, found by search.
 
 Quality is continuous (the container stores hundredths), and both the file size and the PSNR grow
-with it, so the quality for a target is found by bisection over the hundredths from
-``QUALITY_MIN`` to ``QUALITY_MAX``: a handful of trial encodes. A trial need not be a whole encode.
-g_a's features do not depend on the quality (only the gain applied to them does), so a trial
-reuses them and runs the prior and the entropy coder only (size targets), or the prior, the
+with it smoothly, so the quality for a target is found by a bracketing search over the hundredths
+from ``QUALITY_MIN`` to ``QUALITY_MAX`` (:func:`search`): a handful of trial encodes. A trial need
+not be a whole encode. g_a's features do not depend on the quality (only the gain applied to them
+does), so a trial reuses them and runs the prior and the entropy coder only (size targets), or the prior, the
 synthesis and the Wiener filter (PSNR targets). Size trials leave out the filter's bytes; the codec
 checks the final file against the target and corrects the search when the filter (or the effort
 search) moved it across.
@@ -76,25 +76,39 @@ def search(measure: Callable[[float], float], target: Target, lowest: float = QU
            highest: float = QUALITY_MAX) -> float:
     """The quality in [lowest, highest] (in the container's hundredths) that meets ``target`` best:
     the largest whose ``measure`` meets a size target, the smallest that meets a PSNR target.
-    Bisection, assuming the measure grows with the quality."""
+
+    A bracketing search, assuming the measure grows with the quality: each step interpolates where
+    the target lies between the bracket's ends (the size in log scale, the PSNR as it is), and the
+    end that has not moved for two steps counts half (the Illinois rule), so that a curved measure
+    does not leave one end stuck."""
     lo, hi = round(lowest * _SCALE), round(highest * _SCALE)
-    if target.kind == "bytes":
-        if target.met(measure(hi / _SCALE)):
-            return hi / _SCALE
-        if not target.met(measure(lo / _SCALE)):
-            return unreachable(target, lo / _SCALE, measure(lo / _SCALE))
-        while hi - lo > 1:  # measure(lo) meets the target, measure(hi) does not
-            mid = (lo + hi) // 2
-            lo, hi = (mid, hi) if target.met(measure(mid / _SCALE)) else (lo, mid)
-        return lo / _SCALE
-    if target.met(measure(lo / _SCALE)):
-        return lo / _SCALE
-    if not target.met(measure(hi / _SCALE)):
-        return unreachable(target, hi / _SCALE, measure(hi / _SCALE))
-    while hi - lo > 1:  # measure(hi) meets the target, measure(lo) does not
-        mid = (lo + hi) // 2
-        lo, hi = (lo, mid) if target.met(measure(mid / _SCALE)) else (mid, hi)
-    return hi / _SCALE
+    # the end of the range where the target is met if it is met at all: the low qualities for a
+    # size target, the high ones for a PSNR target; the search keeps one end on each side
+    inside, outside = (lo, hi) if target.kind == "bytes" else (hi, lo)
+    at_outside = measure(outside / _SCALE)
+    if target.met(at_outside):
+        return outside / _SCALE
+    at_inside = measure(inside / _SCALE)
+    if not target.met(at_inside):
+        return unreachable(target, inside / _SCALE, at_inside)
+    scale = math.log if target.kind == "bytes" else float
+    goal = scale(target.value)
+    f_in, f_out = scale(max(at_inside, 1e-9)) - goal, scale(max(at_outside, 1e-9)) - goal
+    last = None
+    while abs(outside - inside) > 1:
+        t = 0.5 if f_out == f_in else f_in / (f_in - f_out)
+        low, high = sorted((inside, outside))
+        mid = min(max(round(inside + t * (outside - inside)), low + 1), high - 1)
+        value = measure(mid / _SCALE)
+        f_mid, met = scale(max(value, 1e-9)) - goal, target.met(value)
+        if met:
+            inside, f_in = mid, f_mid
+            f_out = f_out / 2 if last is True else f_out  # Illinois: the end that stays loses weight
+        else:
+            outside, f_out = mid, f_mid
+            f_in = f_in / 2 if last is False else f_in
+        last = met
+    return inside / _SCALE
 
 
 def unreachable(target: Target, quality: float, measured: float) -> float:
