@@ -24,7 +24,7 @@ def _recrc(data: bytes | bytearray) -> bytes:
     reader = BitReader(bytes(data), "header", 8 * container._FIXED.size)
     for _ in range(6):
         reader.varint(5)
-    pos = reader.byte_pos
+    pos = reader.byte_pos + 4  # after the symbols' checksum
     crc = zlib.crc32(bytes(data[pos + 4 :]), zlib.crc32(bytes(data[:pos])))
     data[pos : pos + 4] = struct.pack("<I", crc)
     return bytes(data)
@@ -109,10 +109,12 @@ def test_newer_format_version(codec, small_vaez):
         Codec.info(bad)
 
 
-def test_pre_release_format_1_is_refused(codec, small_vaez):
-    """Format 1 (before the Wiener filter) was never released: refused, never guessed at."""
+@pytest.mark.parametrize("version", [1, 2])
+def test_pre_release_formats_are_refused(codec, small_vaez, version):
+    """Formats 1 (before the Wiener filter) and 2 (before the symbols' checksum) were never
+    released: refused, never guessed at."""
     old = bytearray(small_vaez)
-    old[4] = 1
+    old[4] = version
     with pytest.raises(UnsupportedFileError, match="pre-release"):
         codec.decompress(_recrc(old))
 

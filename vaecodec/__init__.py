@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from .errors import CorruptFileError, ImageError, OutputError, UnsupportedFileError, VaecodecError
+from .errors import CorruptFileError, ImageError, LimitError, OutputError, UnsupportedFileError, VaecodecError
 from .quality import DEFAULT_EFFORT, DEFAULT_QUALITY, EFFORT_MAX, QUALITY_MAX, QUALITY_MIN
 
 if TYPE_CHECKING:
@@ -29,8 +29,8 @@ __version__ = "0.2.0.dev0"
 
 __all__ = [
     "Codec", "CorruptFileError", "DEFAULT_EFFORT", "DEFAULT_QUALITY", "EFFORT_MAX", "ImageError",
-    "OutputError", "QUALITY_MAX", "QUALITY_MIN", "UnsupportedFileError", "VaecodecError", "compress",
-    "decompress", "__version__",
+    "LimitError", "OutputError", "QUALITY_MAX", "QUALITY_MIN", "UnsupportedFileError", "VaecodecError",
+    "compress", "decompress", "__version__",
 ]
 
 _LAZY = {"Codec": "codec", "compress": "api", "decompress": "api"}

@@ -34,7 +34,7 @@ import torch
 from PIL import Image
 
 from . import container, image, metadata, rate_control, wiener
-from .errors import CorruptFileError, ImageError, UnsupportedFileError, VaecodecError
+from .errors import CorruptFileError, ImageError, LimitError, UnsupportedFileError, VaecodecError
 from .files import FileInput, read_bytes
 from .latent_codec import Latents, Streams
 from .metadata import Metadata
@@ -112,23 +112,34 @@ class Parsed:
         return hp // 16, wp // 16
 
 
-def _load(src: image.ImageInput) -> image.Picture:
-    """An input image, refused (ImageError) if the format cannot hold its size."""
-    pic = image.load(src)
-    try:
-        container.check_size(*pic.size)
-    except CorruptFileError as exc:
-        raise ImageError(str(exc)) from None
-    return pic
+def _check_pixels(width: int, height: int, max_pixels: int) -> None:
+    if width * height > max_pixels:
+        raise LimitError(f"image of {width}x{height} pixels is above the limit of {max_pixels} pixels "
+                         "(max_pixels, CLI --max-pixels)")
 
 
 def _guard(on_error: OnError, fn: Callable[[], T]) -> T | VaecodecError:
+    """fn(), with a user-facing error raised or returned as ``on_error`` says. Running out of memory
+    is one too (LimitError): one image too large for the machine must not stop a batch."""
     try:
-        return fn()
+        try:
+            return fn()
+        except MemoryError:
+            raise LimitError("out of memory") from None
+        except RuntimeError as exc:  # torch's allocation failures, on the CPU and CUDA
+            if "out of memory" not in str(exc) and "allocate" not in str(exc):
+                raise
+            raise LimitError(f"out of memory ({str(exc).splitlines()[0][:200]})") from None
     except VaecodecError as exc:
         if on_error == "raise":
             raise
         return exc
+
+
+def _each(out: list, idx: list[int], results: list | VaecodecError) -> None:
+    """A group's results into their places, or the group's error into each of them."""
+    for k, i in enumerate(idx):
+        out[i] = results if isinstance(results, VaecodecError) else results[k]
 
 
 def _chunks(keys: list, batch_size: int) -> Iterable[list[int]]:
@@ -151,10 +162,18 @@ class Codec:
 
     ``model``: None for the shipped model, or the path of another weights file (a training run's
     export, say). A file names the model that made it and is decoded only by that model.
+    ``max_pixels``: the largest image, in pixels, that is coded or decoded (like Pillow's
+    ``MAX_IMAGE_PIXELS``: a file's declared size is checked before anything is allocated); None or
+    0 for the format's own limit, ``container.MAX_PIXELS``.
     """
 
-    def __init__(self, model: str | os.PathLike | None = None, device: str | torch.device = "auto") -> None:
+    def __init__(self, model: str | os.PathLike | None = None, device: str | torch.device = "auto",
+                 max_pixels: int | None = None) -> None:
         self.device = resolve_device(device)
+        limit = container.MAX_PIXELS if max_pixels is None or max_pixels == 0 else int(max_pixels)
+        if limit < 0:
+            raise VaecodecError(f"max_pixels must be 0 (no limit) or positive, got {max_pixels}")
+        self.max_pixels = min(limit, container.MAX_PIXELS)
         self.model: Model = load(model, self.device)
 
     @property
@@ -199,7 +218,7 @@ class Codec:
         targets = (target_bpp, target_size, target_psnr)
         rate_control.target_of(1, quality, *targets)  # refuses conflicting options before any work
         opts = _Options(check_effort(effort), wiener, strip)
-        pics = [_guard(on_error, lambda src=src: _load(src)) for src in images]
+        pics = [_guard(on_error, lambda src=src: self._load(src)) for src in images]
         out: list = [p if isinstance(p, VaecodecError) else None for p in pics]
         if any(t is not None for t in targets):
             for i, pic in enumerate(pics):
@@ -210,10 +229,19 @@ class Codec:
         quality = check_quality(DEFAULT_QUALITY if quality is None else quality)
         keys = [None if out[i] is not None else padded_size(*p.size) for i, p in enumerate(pics)]
         for idx in _chunks(keys, batch_size or self.default_batch_size):
-            group = self._compress_group([pics[i] for i in idx], quality, opts)
-            for i, data in zip(idx, group, strict=True):
-                out[i] = data
+            _each(out, idx, _guard(on_error, lambda idx=idx: self._compress_group([pics[i] for i in idx],
+                                                                                  quality, opts)))
         return out
+
+    def _load(self, src: image.ImageInput) -> image.Picture:
+        """An input image, refused if the format cannot hold it or it is above the pixel limit."""
+        pic = image.load(src)
+        try:
+            container.check_size(*pic.size)
+        except CorruptFileError as exc:
+            raise ImageError(str(exc)) from None
+        _check_pixels(*pic.size, self.max_pixels)
+        return pic
 
     def _level(self, quality: float, n: int) -> torch.Tensor:
         return torch.full((n,), level_of(quality), device=self.device)
@@ -226,14 +254,14 @@ class Codec:
     @torch.no_grad()
     def analysis(self, images: Sequence[image.ImageInput], quality: float) -> torch.Tensor:
         """g_a's float latents y (B, M, H/16, W/16) of same-size images, gain applied, unrounded."""
-        pics = [_load(img) for img in images]
+        pics = [self._load(img) for img in images]
         return self.model.analyze(self._pixels(pics), self._level(check_quality(quality), len(pics)))
 
     @torch.no_grad()  # not inference_mode: the effort search (refine.py) needs autograd
     def latents(self, images: Sequence[image.ImageInput], quality: float, effort: int = DEFAULT_EFFORT
                 ) -> Latents:
         """The integer latents that :meth:`compress` codes for same-size images."""
-        pics = [_load(img) for img in images]
+        pics = [self._load(img) for img in images]
         return self._latents(pics, check_quality(quality), check_effort(effort))
 
     def _latents(self, pics: list[image.Picture], quality: float, effort: int) -> Latents:
@@ -271,7 +299,8 @@ class Codec:
         alpha = image.encode_alpha(pic.alpha) if pic.alpha is not None else b""
         meta = b"" if opts.strip else metadata.encode(pic.metadata)
         header = container.Header(self.model.model_id, pic.mode, quality, *pic.size)
-        return container.pack(header, container.Payload(streams.stream, streams.escapes, alpha, filt, meta))
+        payload = container.Payload(streams.stream, streams.escapes, alpha, filt, meta, streams.checksum)
+        return container.pack(header, payload)
 
     @torch.no_grad()
     def _compress_to(self, pic: image.Picture, target: rate_control.Target, opts: _Options) -> bytes:
@@ -352,11 +381,13 @@ class Codec:
         out: list = [lat if isinstance(lat, VaecodecError) else None for lat in latents]
         keys = [None if out[i] is not None else p.latent_shape for i, p in enumerate(parsed)]
         for idx in _chunks(keys, batch_size or self.default_batch_size):
-            group = [parsed[i] for i in idx]
-            for i, p, rgb in zip(idx, group, self._rgb(group, [latents[i] for i in idx]), strict=True):
-                pic = image.to_pil(image.Picture(rgb, p.header.mode, p.alpha, p.metadata))
-                out[i] = _as(output, pic)
+            _each(out, idx, _guard(on_error, lambda idx=idx: self._images([parsed[i] for i in idx],
+                                                                          [latents[i] for i in idx], output)))
         return out
+
+    def _images(self, group: list[Parsed], latents: list[Latents], output: Output) -> list:
+        return [_as(output, image.to_pil(image.Picture(rgb, p.header.mode, p.alpha, p.metadata)))
+                for p, rgb in zip(group, self._rgb(group, latents), strict=True)]
 
     def _rgb(self, group: list[Parsed], latents: list[Latents]) -> list[np.ndarray]:
         """The decoded RGB (H, W, 3) uint8 of files whose latents have one shape."""
@@ -375,6 +406,7 @@ class Codec:
         if isinstance(src, VaecodecError):
             raise src
         header, payload = container.unpack(read_bytes(src))
+        _check_pixels(header.width, header.height, self.max_pixels)
         if header.model_id != self.model.model_id:
             from . import __version__
 
@@ -386,7 +418,7 @@ class Codec:
                       metadata.decode(payload.metadata))
 
     def _decode(self, parsed: Parsed) -> Latents:
-        streams = Streams(parsed.payload.stream, parsed.payload.escapes)
+        streams = Streams(parsed.payload.stream, parsed.payload.escapes, parsed.payload.checksum)
         return self.model.latent.decompress(streams, parsed.latent_shape, self.device)
 
     def decode_integers(self, data: FileInput) -> dict[str, np.ndarray]:

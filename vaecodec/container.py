@@ -17,6 +17,7 @@ offset size    field
 .      varint  length of the alpha stream in bytes (0 unless the mode has alpha)
 .      varint  length of the filter section in bytes (0: no filter)
 .      varint  length of the metadata section in bytes (only when the mode byte says there is one)
+.      4       CRC32 of the decoded latent symbols (z then y, int32 little-endian), checked after decoding
 .      4       CRC32 of every byte before it and of the payload that follows
 .      ...     payload: ANS stream, escape stream, alpha stream (a PNG of the alpha plane), filter
               section (the per-image Wiener filter, vaecodec.wiener), metadata section (ICC, EXIF,
@@ -40,7 +41,7 @@ from .errors import CorruptFileError, UnsupportedFileError
 from .quality import QUALITY_MAX, QUALITY_MIN
 
 MAGIC = b"VAEZ"
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
 MODES = ("RGB", "L", "RGBA", "LA")
 MAX_SIDE = 65535
 MAX_PIXELS = 1 << 26  # 67 MP: bounds the memory a (possibly hostile) file can make the decoder use
@@ -65,6 +66,7 @@ class Payload:
     alpha: bytes
     filter: bytes = b""  # the Wiener filter section, empty when the encoder sent none
     metadata: bytes = b""  # the metadata section, empty when the image has none (or it was stripped)
+    checksum: int = 0  # CRC32 of the latent symbols the streams decode to (vaecodec.latent_codec)
 
 
 def check_size(width: int, height: int) -> None:
@@ -85,7 +87,7 @@ def pack(header: Header, payload: Payload) -> bytes:
     lengths = [len(payload.stream), len(payload.escapes), len(payload.alpha), len(payload.filter)]
     for v in (header.width, header.height, *lengths, *([len(payload.metadata)] if payload.metadata else [])):
         fields.varint(v)
-    head += fields.getvalue()
+    head += fields.getvalue() + struct.pack("<I", payload.checksum)
     body = payload.stream + payload.escapes + payload.alpha + payload.filter + payload.metadata
     crc = zlib.crc32(body, zlib.crc32(head))
     return head + struct.pack("<I", crc) + body
@@ -112,7 +114,10 @@ def unpack(data: bytes) -> tuple[Header, Payload]:
     n_meta = reader.varint(_VARINT_BYTES) if has_metadata else 0
     if has_metadata and not n_meta:
         raise CorruptFileError("metadata flag set without a metadata section")
-    pos = reader.byte_pos
+    pos = reader.byte_pos + 4
+    if len(data) < pos:
+        raise CorruptFileError("file is truncated inside the header")
+    (checksum,) = struct.unpack_from("<I", data, pos - 4)
     check_size(width, height)
     if (n_alpha > 0) != (MODES[mode] in ("RGBA", "LA")):
         raise CorruptFileError("alpha stream does not match the colour mode")
@@ -128,5 +133,5 @@ def unpack(data: bytes) -> tuple[Header, Payload]:
     header = Header(model_id, MODES[mode], quality / 100, width, height)
     a, b = n_stream + n_esc, n_stream + n_esc + n_alpha
     c = b + n_filter
-    payload = Payload(body[:n_stream], body[n_stream:a], body[a:b], body[b:c], body[c:])
+    payload = Payload(body[:n_stream], body[n_stream:a], body[a:b], body[b:c], body[c:], checksum)
     return header, payload

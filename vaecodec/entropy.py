@@ -150,7 +150,7 @@ class TableCoder:
             if len(groups[t]):
                 coder.encode_reverse(groups[t], self.models[t])
 
-    def pop(self, decoder, table: np.ndarray, escapes: EscapeReader) -> np.ndarray:
+    def pop(self, decoder: StreamDecoder, table: np.ndarray) -> np.ndarray:
         """Decode the values whose table indices are ``table`` (flat), consuming escapes."""
         values = np.empty(len(table), dtype=np.int64)
         order = np.argsort(table, kind="stable")
@@ -160,13 +160,12 @@ class TableCoder:
         for t, part in enumerate(np.split(order, np.cumsum(counts)[:-1])):
             if not len(part):
                 continue
-            with _coder_errors():
-                sym = np.asarray(decoder.decode(self.models[t], len(part)), dtype=np.int64)
+            sym = decoder.take(self.models[t], len(part))
             esc = self.tables.lengths[t] - 1
             vals = sym + self.tables.offsets[t]
             where = np.flatnonzero(sym == esc)
             if len(where):
-                vals[where] = escapes.take(len(where))
+                vals[where] = decoder.escapes.take(len(where))
             values[part] = vals
         return values
 
@@ -225,7 +224,16 @@ def encode(z_coder: TableCoder, z: np.ndarray, y_coder: TableCoder,
 class StreamDecoder:
     """Decoding side of :func:`encode`, step by step because y's tables depend on z (and, with a
     context model, a part's tables on the parts before it): :meth:`z`, :meth:`y` once per part,
-    then :meth:`finish`."""
+    then :meth:`finish`.
+
+    An ANS decoder whose data is gone does not stop: it keeps producing the first entry of each
+    table, so a file that claims a large image with no data behind it would "decode" to a flat image
+    after minutes of work. The first entry of every table is a far tail (the lowest value kept), so
+    a real stream ends with a run of them essentially never: once the coder is empty, at most
+    ``MAX_DRY`` more symbols are accepted, and the stream is refused as soon as there are more.
+    """
+
+    MAX_DRY = 16
 
     def __init__(self, stream: bytes, escapes: bytes) -> None:
         if len(stream) % 4:
@@ -234,14 +242,28 @@ class StreamDecoder:
         with _coder_errors():
             self.decoder = constriction.stream.stack.AnsCoder(words)
         self.escapes = EscapeReader(escapes)
+        self.dry = 0  # symbols decoded from an empty coder
+
+    def take(self, model: object, count: int) -> np.ndarray:
+        """``count`` table entries decoded with one model; CorruptFileError when the data ran out."""
+        if self.decoder.is_empty() and self.dry + count > self.MAX_DRY:
+            raise CorruptFileError("ANS stream ran out of data before the last symbol")
+        with _coder_errors():
+            sym = np.asarray(self.decoder.decode(model, count), dtype=np.int64)
+        if self.decoder.is_empty():  # it emptied in this group: what followed came from nothing
+            nonzero = np.flatnonzero(sym)
+            self.dry += count - (int(nonzero[-1]) + 1 if len(nonzero) else 0)
+            if self.dry > self.MAX_DRY:
+                raise CorruptFileError("ANS stream ran out of data before the last symbol")
+        return sym
 
     def z(self, z_coder: TableCoder, shape: tuple[int, int, int]) -> np.ndarray:
         table = np.broadcast_to(np.arange(shape[0])[:, None, None], shape).ravel()
-        return z_coder.pop(self.decoder, table, self.escapes).reshape(shape)
+        return z_coder.pop(self, table).reshape(shape)
 
     def y(self, y_coder: TableCoder, y_table: np.ndarray) -> np.ndarray:
         """The next part of y, whose table indices are ``y_table``."""
-        return y_coder.pop(self.decoder, y_table.ravel(), self.escapes).reshape(y_table.shape)
+        return y_coder.pop(self, y_table.ravel()).reshape(y_table.shape)
 
     def finish(self) -> None:
         """Refuse a stream with anything left after the last symbol."""

@@ -22,5 +22,10 @@ class UnsupportedFileError(VaecodecError):
     """A well-formed .vaez file this version cannot decode (newer format, model not shipped)."""
 
 
+class LimitError(VaecodecError):
+    """An image, or a file's declared image, is larger than the pixel limit allows, or coding it ran
+    out of memory. Limits protect a service from inputs whose size is out of proportion."""
+
+
 class OutputError(VaecodecError):
     """An output cannot be written as asked (exists without --force, format cannot hold alpha)."""

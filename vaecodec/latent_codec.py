@@ -18,6 +18,7 @@ a stream decodes to the same symbols on every device.
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -26,6 +27,7 @@ import torch
 from torch import nn
 
 from . import entropy
+from .errors import CorruptFileError
 from .prior import IntegerCheckerboardContext, IntegerHyperSynthesis, checkerboard_anchors, mean_value
 from .quantize import symbols
 
@@ -62,10 +64,19 @@ def two_pass(context: Context | None, mean: torch.Tensor, index: torch.Tensor, c
 
 @dataclass
 class Streams:
-    """The coded latents of one image: the ANS stream and the escape stream."""
+    """The coded latents of one image: the ANS stream, the escape stream, and the CRC32 of the
+    symbols they hold (:func:`checksum`)."""
 
     stream: bytes
     escapes: bytes
+    checksum: int = 0
+
+
+def checksum(z: np.ndarray, y: np.ndarray) -> int:
+    """CRC32 of one image's z and y symbols as int32 little-endian, z first. The file's own CRC
+    catches damage in transit; this one catches a payload that was altered and its CRC recomputed,
+    which the ANS coder would otherwise decode into a different image without noticing."""
+    return zlib.crc32(y.astype("<i4").tobytes(), zlib.crc32(z.astype("<i4").tobytes()))
 
 
 @dataclass
@@ -132,7 +143,8 @@ class LatentCodec:
         out = []
         for i in range(len(y)):
             parts = [(y[i][mask], index[i][mask]) for mask in masks]
-            out.append(Streams(*entropy.encode(self.z_coder, z[i], self.y_coder, parts)))
+            coded = entropy.encode(self.z_coder, z[i], self.y_coder, parts)
+            out.append(Streams(*coded, checksum(z[i], y[i])))
         return out
 
     def compress(self, y: torch.Tensor) -> tuple[list[Streams], Latents]:
@@ -145,7 +157,8 @@ class LatentCodec:
     @torch.inference_mode()
     def decompress(self, streams: Streams, shape: tuple[int, int], device: torch.device) -> Latents:
         """The latents of one image whose y is ``shape`` (H/16, W/16), computed on ``device``.
-        Raises CorruptFileError when the streams do not hold exactly these latents."""
+        Raises CorruptFileError when the streams do not hold exactly the latents their checksum
+        names."""
         dec = entropy.StreamDecoder(streams.stream, streams.escapes)
         z = dec.z(self.z_coder, (self.z_channels, shape[0] // 4, shape[1] // 4))
         z = torch.from_numpy(z)[None].to(device)
@@ -159,4 +172,7 @@ class LatentCodec:
 
         y, mean, index = two_pass(self.context, mean, index, code_part)
         dec.finish()
+        if checksum(z[0].cpu().numpy(), y[0].cpu().numpy()) != streams.checksum:
+            raise CorruptFileError("the decoded latents do not match the file's checksum (the payload was "
+                                   "altered)")
         return Latents(z, y, mean, index)
