@@ -314,21 +314,23 @@ def _run_all(jobs: list[_Job], job_fn: Callable[[_Job], tuple[dict, str]], ui: _
         sys.exit(EXIT_FAILED)
 
 
-_CODECS: dict[tuple, Codec] = {}  # one load per (model, device) and process: main may be invoked many times
+# one load per (model, device, pixel limit) and process: main may be invoked many times
+_CODECS: dict[tuple, Codec] = {}
 
 
-def _load_codec(model: str | None, device: str, threads: int | None, ui: _Ui) -> Codec:
+def _load_codec(model: str | None, device: str, threads: int | None, ui: _Ui, max_pixels: int | None = None
+                ) -> Codec:
     from .codec import Codec  # imports torch
 
     if threads is not None:
         import torch
 
         torch.set_num_threads(threads)
-    key = (model, device)
+    key = (model, device, max_pixels or None)  # 0 and None both mean the format's limit
     try:
         if key not in _CODECS:
             with _warnings_to_stderr("model", ui):
-                _CODECS[key] = Codec(model, device)
+                _CODECS[key] = Codec(model, device, max_pixels=max_pixels)
         return _CODECS[key]
     except VaecodecError as exc:
         _error(str(exc))
@@ -390,12 +392,16 @@ threads_option = click.option("--threads", type=click.IntRange(min=1), default=N
 json_option = click.option("--json", "as_json", is_flag=True,
                            help="Print one JSON object per file on stdout (and nothing else there).")
 quiet_option = click.option("-Q", "--quiet", is_flag=True, help="Print errors only.")
+max_pixels_option = click.option("--max-pixels", type=click.IntRange(min=0), default=None, metavar="N",
+                                 help=f"Refuse images of more than N pixels (a .vaez file's declared size is "
+                                      f"checked before decoding); 0 = the format's limit "
+                                      f"({container.MAX_PIXELS}), also the default.")
 
 
 def coding_options(command: Callable) -> Callable:
     """The options compress and decompress share."""
     for option in reversed((recursive_option, json_option, quiet_option, threads_option, device_option,
-                            force_option, model_option)):
+                            force_option, model_option, max_pixels_option)):
         command = option(command)
     return command
 
@@ -441,7 +447,7 @@ def main() -> None:
 def compress(inputs: tuple[str, ...], output: str | None, quality: float | None, target_bpp: float | None,
              target_size: int | None, target_psnr: float | None, effort: int, no_filter: bool, strip: bool,
              recursive: bool, as_json: bool, quiet: bool, threads: int | None, device: str, force: bool,
-             model: str | None) -> None:
+             model: str | None, max_pixels: int | None) -> None:
     """Compress images (PNG, JPEG, WebP, ... anything Pillow reads) to .vaez files.
 
     \b
@@ -468,12 +474,12 @@ def compress(inputs: tuple[str, ...], output: str | None, quality: float | None,
     for job in jobs:
         if job.dst is not None and job.dst.suffix.lower() != VAEZ:
             ui.warn(str(job.dst), "a .vaez file named without the .vaez extension")
-    codec = _load_codec(model, device, threads, ui)
+    codec = _load_codec(model, device, threads, ui, max_pixels)
 
     def job_fn(job: _Job) -> tuple[dict, str]:
         _check_output(job, force)
         start = time.perf_counter()
-        pic = image.load(_read_input(job))
+        pic = image.load(_read_input(job), codec.max_pixels)
         data = codec.compress(pic, quality, effort, wiener=not no_filter, strip=strip, target_bpp=target_bpp,
                               target_size=target_size, target_psnr=target_psnr)
         _write(job, data, force)
@@ -497,7 +503,7 @@ def compress(inputs: tuple[str, ...], output: str | None, quality: float | None,
 @coding_options
 def decompress(inputs: tuple[str, ...], output: str | None, out_format: str | None, out_quality: int | None,
                recursive: bool, as_json: bool, quiet: bool, threads: int | None, device: str, force: bool,
-               model: str | None) -> None:
+               model: str | None, max_pixels: int | None) -> None:
     """Decompress .vaez files to images; an output file's extension picks its format.
 
     \b
@@ -532,7 +538,7 @@ def decompress(inputs: tuple[str, ...], output: str | None, out_format: str | No
                      in_folder=lambda rel: rel.with_suffix(ext),
                      wanted=lambda p: p.suffix.lower() == VAEZ, what=".vaez files")
     jobs = _plan(inputs, output, recursive, naming, ui)
-    codec = _load_codec(model, device, threads, ui)
+    codec = _load_codec(model, device, threads, ui, max_pixels)
 
     def job_fn(job: _Job) -> tuple[dict, str]:
         fmt = default_fmt if job.dst is None else image.output_format(job.dst)

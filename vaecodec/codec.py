@@ -14,6 +14,12 @@ default batch there is 1 (``bench/results/speed_cpu.md``). Entropy coding is per
 Per-image failures in a batch are either raised (``on_error="raise"``) or returned in place of the
 result (``on_error="return"``), so one bad file never stops the others.
 
+Large images: every network runs tile by tile (g_a and g_s: :func:`vaecodec.transforms.tiled`; h_a,
+h_s and the context: :class:`vaecodec.latent_codec.LatentCodec`), the Wiener filter in bands of rows
+(:meth:`vaecodec.wiener.WienerFilter.bands`), and the pixels are converted to and from float a band
+at a time, so that besides the input and output buffers a call holds one float copy of the image and
+its integer latents, and takes time in proportion to its pixels (``bench/results/scaling.md``).
+
 The Wiener filter (:mod:`vaecodec.wiener`) is fitted by default: it runs the decoder's synthesis in
 the encoder, which costs encoding time for fewer bits at the same quality
 (``bench/results/wiener.md``); ``wiener=False`` (CLI ``--no-filter``) skips it and writes files the
@@ -42,6 +48,7 @@ from .model import Model, load
 from .quality import (
     DEFAULT_EFFORT,
     DEFAULT_QUALITY,
+    EFFORT_STEPS,
     QUALITY_MAX,
     QUALITY_MIN,
     check_effort,
@@ -49,7 +56,7 @@ from .quality import (
     level_of,
 )
 from .refine import refine
-from .transforms import pad, padded_size, tiled
+from .transforms import padded_size, tiled
 
 T = TypeVar("T")
 OnError = Literal["raise", "return"]
@@ -75,6 +82,21 @@ def _as(output: Output, img: Image.Image) -> Image.Image | np.ndarray | torch.Te
         return arr
     t = torch.from_numpy(arr.copy())
     return t.permute(2, 0, 1) if arr.ndim == 3 else t[None]
+
+
+def _to_uint8(x: torch.Tensor, filt: wiener.WienerFilter | None) -> np.ndarray:
+    """A synthesis (3, H, W) in grey levels -> the decoded (H, W, 3) uint8: Wiener-filtered when the
+    file has a filter, clamped, rounded. Band by band (:meth:`WienerFilter.bands`), so that no second
+    full-resolution float copy of the image is made."""
+    height, rows = x.shape[1], 256
+    out = np.empty((height, x.shape[2], 3), dtype=np.uint8)
+    if filt is None:  # the synthesis is clamped already
+        bands = ((r0, r0 + rows, x[None, :, r0 : r0 + rows]) for r0 in range(0, height, rows))
+    else:
+        bands = ((r0, r1, band.clamp_(0, 255)) for r0, r1, band in filt.bands(x[None]))
+    for r0, r1, band in bands:
+        out[r0:r1] = torch.round(band[0]).to(torch.uint8).permute(1, 2, 0).cpu().numpy()
+    return out
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
@@ -110,12 +132,6 @@ class Parsed:
     def latent_shape(self) -> tuple[int, int]:
         hp, wp = padded_size(*self.size)
         return hp // 16, wp // 16
-
-
-def _check_pixels(width: int, height: int, max_pixels: int) -> None:
-    if width * height > max_pixels:
-        raise LimitError(f"image of {width}x{height} pixels is above the limit of {max_pixels} pixels "
-                         "(max_pixels, CLI --max-pixels)")
 
 
 def _guard(on_error: OnError, fn: Callable[[], T]) -> T | VaecodecError:
@@ -235,21 +251,30 @@ class Codec:
 
     def _load(self, src: image.ImageInput) -> image.Picture:
         """An input image, refused if the format cannot hold it or it is above the pixel limit."""
-        pic = image.load(src)
+        pic = image.load(src, self.max_pixels)
         try:
             container.check_size(*pic.size)
         except CorruptFileError as exc:
             raise ImageError(str(exc)) from None
-        _check_pixels(*pic.size, self.max_pixels)
         return pic
 
     def _level(self, quality: float, n: int) -> torch.Tensor:
         return torch.full((n,), level_of(quality), device=self.device)
 
     def _pixels(self, pics: list[image.Picture]) -> torch.Tensor:
-        """Pictures of one padded size as a batch (B, 3, H, W) in [0, 1] on the device."""
-        return torch.cat([pad(torch.from_numpy(p.rgb.copy()).permute(2, 0, 1).float().div(255)[None])
-                          for p in pics]).to(self.device)
+        """Pictures of one padded size as a batch (B, 3, H, W) in [0, 1] on the device, edges
+        replicated into the padding (:func:`vaecodec.transforms.pad`). Converted a band of rows at a
+        time into the one batch tensor, so that the only float copy of an image is its place there."""
+        hp, wp = padded_size(*pics[0].size)
+        out = torch.empty(len(pics), 3, hp, wp, device=self.device)
+        for i, p in enumerate(pics):
+            (w, h), band = p.size, max(1, (1 << 20) // p.size[0])
+            for r0 in range(0, h, band):
+                rgb = torch.from_numpy(p.rgb[r0 : r0 + band].copy()).to(self.device)
+                out[i, :, r0 : r0 + len(rgb), :w] = rgb.permute(2, 0, 1).float().div(255)
+            out[i, :, :h, w:] = out[i, :, :h, w - 1 : w]  # replicate: the last column, then the last row
+            out[i, :, h:, :] = out[i, :, h - 1 : h, :]
+        return out
 
     @torch.no_grad()
     def analysis(self, images: Sequence[image.ImageInput], quality: float) -> torch.Tensor:
@@ -268,25 +293,32 @@ class Codec:
         m = self.model
         x, level = self._pixels(pics), self._level(quality, len(pics))
         y = m.analyze(x, level)
+        if not EFFORT_STEPS[effort]:  # no search: the image's float copy is done with, and h_s's
+            del x  # parameters of the whole image are not needed either
+            return m.latent.latents(y)
         z, mean, index = m.latent.hyper(y)
         y = refine(m, x, y, mean, index, level, pics[0].size, effort)
+        del x  # the image's float copy is done with: freed before the latents' own peak
         return m.latent.quantize(y, z, mean, index)
 
     @torch.no_grad()
     def _compress_group(self, pics: list[image.Picture], quality: float, opts: _Options) -> list[bytes]:
         m = self.model
         latents = self._latents(pics, quality, opts.effort)
-        filters = [b""] * len(pics)
-        if opts.wiener:
-            level = self._level(quality, len(pics))
-            decoded = self.synthesis(latents.y_hat, level, [p.size for p in pics])
-            for i, pic in enumerate(pics):
-                filt = self._fit_filter(decoded[i], pic, level[:1])
-                filters[i] = wiener.encode(filt) if filt is not None else b""
-        results = []
-        for pic, streams, filt in zip(pics, m.latent.encode(latents), filters, strict=True):
-            results.append(self._pack(pic, quality, streams, filt, opts))
-        return results
+        coded = m.latent.encode(latents)
+        y_hat = latents.y_hat if opts.wiener else None
+        del latents  # only y_hat is needed past here, for the filter: a sixth of the integers' size
+        filters = self._filters(pics, quality, y_hat) if opts.wiener else [b""] * len(pics)
+        return [self._pack(pic, quality, streams, filt, opts)
+                for pic, streams, filt in zip(pics, coded, filters, strict=True)]
+
+    def _filters(self, pics: list[image.Picture], quality: float, y_hat: torch.Tensor) -> list[bytes]:
+        """Each image's Wiener filter section (b"" for none), fitted to the decoder's synthesis of
+        its decoded latents (:attr:`Latents.y_hat`)."""
+        level = self._level(quality, len(pics))
+        decoded = self.synthesis(y_hat, level, [p.size for p in pics])
+        fitted = [self._fit_filter(x, pic, level[:1]) for x, pic in zip(decoded, pics, strict=True)]
+        return [wiener.encode(filt) if filt is not None else b"" for filt in fitted]
 
     def _fit_filter(self, decoded: torch.Tensor, pic: image.Picture, level: torch.Tensor
                     ) -> wiener.WienerFilter | None:
@@ -315,22 +347,21 @@ class Codec:
         def trial(quality: float) -> float:
             level = self._level(quality, 1)
             y = features * m.gains.gain(level)
-            latents = m.latent.quantize(y, *m.latent.hyper(y))
+            latents = m.latent.latents(y)
             if target.kind == "bytes":
                 streams = m.latent.encode(latents)[0]
                 return overhead + len(streams.stream) + len(streams.escapes)
             decoded = self.synthesis(latents.y_hat, level, [pic.size])[0]
+            # the filter can move the PSNR a long way: the trial counts it
             filt = self._fit_filter(decoded, pic, level) if opts.wiener else None
-            if filt is not None:  # the filter can move the PSNR a long way: the trial counts it
-                decoded = filt.apply(decoded[None])[0].clamp(0, 255)
-            return rate_control.psnr(torch.round(decoded).permute(1, 2, 0).cpu().numpy(), pic.rgb)
+            return rate_control.psnr(_to_uint8(decoded, filt), pic.rgb)
 
         def final(quality: float) -> tuple[bytes, float]:
             data = self._compress_group([pic], quality, opts)[0]
             if target.kind == "bytes":
                 return data, len(data)
             parsed = self.parse(data)
-            return data, rate_control.psnr(self._rgb([parsed], [self._decode(parsed)])[0], pic.rgb)
+            return data, rate_control.psnr(self._rgb([parsed], [self._decode(parsed).y_hat])[0], pic.rgb)
 
         with warnings.catch_warnings():  # the trials' own unreachable-target warnings are not final
             warnings.simplefilter("ignore")
@@ -376,29 +407,27 @@ class Codec:
         if output not in OUTPUTS:
             raise VaecodecError(f"output must be one of {', '.join(OUTPUTS)}, got {output!r}")
         parsed = [_guard(on_error, lambda f=f: self.parse(f)) for f in files]
-        latents = [p if isinstance(p, VaecodecError) else _guard(on_error, lambda p=p: self._decode(p))
-                   for p in parsed]
-        out: list = [lat if isinstance(lat, VaecodecError) else None for lat in latents]
+        # each file's y_hat, kept until its group is synthesized: a sixth of its integer latents' size
+        y_hats = [p if isinstance(p, VaecodecError) else _guard(on_error, lambda p=p: self._decode(p).y_hat)
+                  for p in parsed]
+        out: list = [v if isinstance(v, VaecodecError) else None for v in y_hats]
         keys = [None if out[i] is not None else p.latent_shape for i, p in enumerate(parsed)]
         for idx in _chunks(keys, batch_size or self.default_batch_size):
             _each(out, idx, _guard(on_error, lambda idx=idx: self._images([parsed[i] for i in idx],
-                                                                          [latents[i] for i in idx], output)))
+                                                                          [y_hats[i] for i in idx], output)))
         return out
 
-    def _images(self, group: list[Parsed], latents: list[Latents], output: Output) -> list:
+    def _images(self, group: list[Parsed], y_hats: list[torch.Tensor], output: Output) -> list:
         return [_as(output, image.to_pil(image.Picture(rgb, p.header.mode, p.alpha, p.metadata)))
-                for p, rgb in zip(group, self._rgb(group, latents), strict=True)]
+                for p, rgb in zip(group, self._rgb(group, y_hats), strict=True)]
 
-    def _rgb(self, group: list[Parsed], latents: list[Latents]) -> list[np.ndarray]:
-        """The decoded RGB (H, W, 3) uint8 of files whose latents have one shape."""
+    def _rgb(self, group: list[Parsed], y_hats: list[torch.Tensor]) -> list[np.ndarray]:
+        """The decoded RGB (H, W, 3) uint8 of files whose decoded latents (:attr:`Latents.y_hat`, (1,
+        M, h, w) each) have one shape."""
         level = torch.tensor([level_of(p.header.quality) for p in group], device=self.device)
-        y_hat = torch.cat([lat.y_hat for lat in latents])
-        out = []
-        for p, x in zip(group, self.synthesis(y_hat, level, [p.size for p in group]), strict=True):
-            if p.filter is not None:
-                x = p.filter.apply(x[None])[0].clamp(0, 255)
-            out.append(torch.round(x).to(torch.uint8).permute(1, 2, 0).contiguous().cpu().numpy())
-        return out
+        y_hat = y_hats[0] if len(y_hats) == 1 else torch.cat(y_hats)
+        return [_to_uint8(x, p.filter)
+                for p, x in zip(group, self.synthesis(y_hat, level, [p.size for p in group]), strict=True)]
 
     def parse(self, src: FileInput | VaecodecError) -> Parsed:
         """Read and check a .vaez file: container, model, alpha plane, filter and metadata sections.
@@ -406,7 +435,7 @@ class Codec:
         if isinstance(src, VaecodecError):
             raise src
         header, payload = container.unpack(read_bytes(src))
-        _check_pixels(header.width, header.height, self.max_pixels)
+        image.check_pixels(header.width, header.height, self.max_pixels)
         if header.model_id != self.model.model_id:
             from . import __version__
 
@@ -433,7 +462,7 @@ class Codec:
         """The synthesis of each image's latents at its level, cropped to its (width, height): (3, H,
         W) grey levels in 0..255, float, before the Wiener filter and rounding."""
         m = self.model
-        x = tiled(lambda v: m.synthesize(v, level), y_hat, 1, 16).clamp(0, 1) * 255
+        x = tiled(lambda v: m.synthesize(v, level).clamp_(0, 1).mul_(255), y_hat, 1, 16)
         return [x[i, :, :h, :w] for i, (w, h) in enumerate(sizes)]
 
     # ---- inspection --------------------------------------------------------------------------

@@ -32,7 +32,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from . import metadata
-from .errors import CorruptFileError, ImageError, OutputError
+from .errors import CorruptFileError, ImageError, LimitError, OutputError
 from .files import write_atomic
 from .metadata import Metadata
 
@@ -135,8 +135,17 @@ def _from_tensor(t: Any) -> Picture:
     return _from_array(t.cpu().numpy().transpose(1, 2, 0))
 
 
-def load(source: ImageInput) -> Picture:
-    """Read any :data:`ImageInput` (module docstring). Raises ImageError with a one-line reason."""
+def check_pixels(width: int, height: int, max_pixels: int | None) -> None:
+    """LimitError when an image is larger than ``max_pixels`` (None: no limit)."""
+    if max_pixels is not None and width * height > max_pixels:
+        raise LimitError(f"image of {width}x{height} pixels is above the limit of {max_pixels} pixels "
+                         "(max_pixels, CLI --max-pixels)")
+
+
+def load(source: ImageInput, max_pixels: int | None = None) -> Picture:
+    """Read any :data:`ImageInput` (module docstring). Raises ImageError with a one-line reason, and
+    LimitError for an image above ``max_pixels``, which an image file's header tells before any
+    pixel is decoded."""
     if isinstance(source, Picture):
         return source
     if isinstance(source, np.ndarray):
@@ -146,13 +155,15 @@ def load(source: ImageInput) -> Picture:
     elif isinstance(source, Image.Image):
         pic = _from_pil(source, _is_16bit(source))
     else:
-        pic = _open(source)
+        pic = _open(source, max_pixels)
+    check_pixels(*pic.size, max_pixels)
     if pic.rgb.shape[0] < 1 or pic.rgb.shape[1] < 1:
         raise ImageError("image has no pixels")
     return pic
 
 
-def _open(source: str | os.PathLike | bytes | bytearray | memoryview | BinaryIO) -> Picture:
+def _open(source: str | os.PathLike | bytes | bytearray | memoryview | BinaryIO, max_pixels: int | None
+          ) -> Picture:
     """Decode an image file: a path, its bytes, or a binary file object."""
     if isinstance(source, bytes | bytearray | memoryview):
         name, source = "image data", io.BytesIO(bytes(source))
@@ -165,6 +176,7 @@ def _open(source: str | os.PathLike | bytes | bytearray | memoryview | BinaryIO)
         with Image.open(source) as im:
             if im.format == "VAEZ":  # with vaecodec.pillow imported, Pillow reads .vaez files too
                 raise ImageError(f"{name}: is a .vaez file already (decompress it first)")
+            check_pixels(*im.size, max_pixels)
             deep = _is_16bit(im)
             im.load()
             return _from_pil(im, deep)

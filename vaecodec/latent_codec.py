@@ -26,15 +26,36 @@ import numpy as np
 import torch
 from torch import nn
 
-from . import entropy
+from . import entropy, prior
 from .errors import CorruptFileError
-from .prior import IntegerCheckerboardContext, IntegerHyperSynthesis, checkerboard_anchors, mean_value
+from .prior import (
+    NUM_SCALES,
+    IntegerCheckerboardContext,
+    IntegerHyperSynthesis,
+    checkerboard_anchors,
+    ctx_tiled,
+    hs_tiled,
+    mean_value,
+)
 from .quantize import symbols
+from .transforms import HA_HALO, HA_TILE, tiled
 
 # (symbols so far, mean, scale index) -> (mean, scale index) for every position; anchors unchanged
 Context = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
 # (the part's mask, mean, scale index) -> the symbols of y in that part, zero elsewhere
 CodePart = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+
+_INDEX_TYPE = np.min_scalar_type(NUM_SCALES - 1)  # scale indices as the entropy coder is given them
+
+# Elementwise steps on whole latent tensors (y_hat) go through float64; they run in tiles of
+# this many latent cells per side, so that their temporaries are tile-sized, not image-sized.
+POINTWISE_TILE = 256
+
+
+def pointwise(fn: Callable[..., torch.Tensor], *xs: torch.Tensor) -> torch.Tensor:
+    """``fn(*xs)`` for an elementwise ``fn`` of latent tensors (B, C, H, W) or broadcast ones, tile
+    by tile: the same numbers, with only one image-sized result."""
+    return tiled(fn, xs, 1, 1, POINTWISE_TILE, 0)
 
 
 def part_masks(checkerboard: bool, height: int, width: int, device: torch.device | str = "cpu"
@@ -92,7 +113,7 @@ class Latents:
     @property
     def y_hat(self) -> torch.Tensor:
         """The decoded latents, float32: each symbol plus its exact mean."""
-        return (self.y.double() + mean_value(self.mean)).float()
+        return pointwise(lambda y, mean: (y.double() + mean_value(mean)).float(), self.y, self.mean)
 
     def numpy(self, i: int = 0) -> dict[str, np.ndarray]:
         """Image i's integers as numpy arrays (what the golden-file tests compare)."""
@@ -103,6 +124,13 @@ class LatentCodec:
     """z, the integer h_s, the optional integer checkerboard context and the entropy tables.
 
     ``h_a`` is needed to compress only; a codec built without it decodes.
+
+    Every network here runs tile by tile on large images (:func:`vaecodec.transforms.tiled`, with
+    halos that cover each network's receptive field: :data:`vaecodec.transforms.HA_HALO`,
+    :func:`vaecodec.prior.hs_tiled`, :func:`vaecodec.prior.ctx_tiled`), so their activations, float64
+    for the integer networks, take memory that follows the tile, not the image. The integer networks
+    give the same integers tiled or not, so tiling changes no file. The coding order is not tiled:
+    each part of :func:`two_pass` is coded for the whole image at once.
     """
 
     def __init__(self, h_a: nn.Module | None, h_s: IntegerHyperSynthesis,
@@ -117,14 +145,30 @@ class LatentCodec:
     @torch.no_grad()
     def hyper(self, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """z symbols of float latents y (B, M, H, W), and h_s's (mean, scale index) from them."""
-        z = symbols(self.h_a(y))
-        return (z, *self.h_s(z))
+        z = self._z(y)
+        return (z, *hs_tiled(self.h_s, z))
+
+    def _z(self, y: torch.Tensor) -> torch.Tensor:
+        """The z symbols of float y: h_a tile by tile, rounded."""
+        return symbols(tiled(self.h_a, y, 4, 1, HA_TILE, HA_HALO))
 
     @torch.no_grad()
     def symbols(self, y: torch.Tensor, mean: torch.Tensor, index: torch.Tensor
                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """The y symbols of float y, and the (mean, scale index) the decoder will derive for them,
-        given h_s's (mean, scale index)."""
+        given h_s's (mean, scale index).
+
+        The encoder knows every symbol up front, so the whole :func:`two_pass` runs tile by tile
+        (the context is its only step that reaches beyond a position): each tile's symbols and
+        parameters are those of the whole image, and no image-sized intermediate is made but the
+        three results. The order in which the symbols are coded is :meth:`encode`'s, of the whole
+        image."""
+        return ctx_tiled(self._coded, y, mean, index)
+
+    def _coded(self, y: torch.Tensor, mean: torch.Tensor, index: torch.Tensor
+               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """:func:`two_pass` of float y (a whole image, or a tile with its halo) given h_s's (mean,
+        scale index): its symbols and final (mean, scale index)."""
         def code_part(mask: torch.Tensor, mean: torch.Tensor, _index: torch.Tensor) -> torch.Tensor:
             return torch.where(mask, symbols(y, mean_value(mean)), 0)
 
@@ -135,6 +179,16 @@ class LatentCodec:
         """The latents the decoder will see for float y, given z and h_s's (mean, index) from it."""
         return Latents(z, *self.symbols(y, mean, index))
 
+    @torch.no_grad()
+    def latents(self, y: torch.Tensor) -> Latents:
+        """The latents the decoder will see for float y: :meth:`quantize` of :meth:`hyper`'s, the same
+        integers, computed tile by tile on z's grid from h_s on, so that h_s's parameters for the
+        whole image (which only the effort search needs) are never made. A tile reaches
+        ``HS_HALO`` z cells for h_s and one more for the context's ``CTX_HALO`` y cells."""
+        z, halo = self._z(y), prior.HS_HALO + -(-prior.CTX_HALO // 4)
+        coded = tiled(lambda z, y: self._coded(y, *self.h_s(z)), (z, y), (1, 4), 4, prior.HS_TILE, halo)
+        return Latents(z, *coded)
+
     def encode(self, latents: Latents) -> list[Streams]:
         """Entropy-code each image of a batch of latents."""
         z, y, index = (t.cpu().numpy() for t in (latents.z, latents.y, latents.index))
@@ -142,14 +196,16 @@ class LatentCodec:
                  for m in part_masks(self.context is not None, *y.shape[2:])]
         out = []
         for i in range(len(y)):
-            parts = [(y[i][mask], index[i][mask]) for mask in masks]
+            # the coder takes any integer type: narrow ones keep a large image's parts small (symbols
+            # are clamped to +-2**20, scale indices below NUM_SCALES) and sort faster
+            parts = [(y[i][mask].astype(np.int32), index[i][mask].astype(_INDEX_TYPE)) for mask in masks]
             coded = entropy.encode(self.z_coder, z[i], self.y_coder, parts)
             out.append(Streams(*coded, checksum(z[i], y[i])))
         return out
 
     def compress(self, y: torch.Tensor) -> tuple[list[Streams], Latents]:
         """Float latents (B, M, H, W) -> each image's streams, and the latents the decoder will see."""
-        latents = self.quantize(y, *self.hyper(y))
+        latents = self.latents(y)
         return self.encode(latents), latents
 
     # ---- decoder -----------------------------------------------------------------------------
@@ -162,15 +218,21 @@ class LatentCodec:
         dec = entropy.StreamDecoder(streams.stream, streams.escapes)
         z = dec.z(self.z_coder, (self.z_channels, shape[0] // 4, shape[1] // 4))
         z = torch.from_numpy(z)[None].to(device)
-        mean, index = self.h_s(z)
 
         def code_part(mask: torch.Tensor, _mean: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
             where = np.broadcast_to(mask[0].cpu().numpy(), index.shape[1:])
             values = np.zeros(where.shape, dtype=np.int64)
-            values[where] = dec.y(self.y_coder, index[0].cpu().numpy()[where])
+            values[where] = dec.y(self.y_coder, index[0].cpu().numpy()[where].astype(_INDEX_TYPE))
             return torch.from_numpy(values)[None].to(device)
 
-        y, mean, index = two_pass(self.context, mean, index, code_part)
+        def context(sym: torch.Tensor, mean: torch.Tensor, index: torch.Tensor
+                    ) -> tuple[torch.Tensor, torch.Tensor]:
+            # written over h_s's (mean, index), which nothing else holds: the context changes only
+            # the non-anchors, and reads no other non-anchor than the one it writes
+            return ctx_tiled(self.context, sym, mean, index, out=(mean, index))
+
+        y, mean, index = two_pass(context if self.context is not None else None, *hs_tiled(self.h_s, z),
+                                  code_part)
         dec.finish()
         if checksum(z[0].cpu().numpy(), y[0].cpu().numpy()) != streams.checksum:
             raise CorruptFileError("the decoded latents do not match the file's checksum (the payload was "

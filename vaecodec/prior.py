@@ -31,11 +31,14 @@ are shared by both twins, so the two cannot drift apart.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
+
+from .transforms import tiled
 
 # Fixed grid of Gaussian scales the y tables are built for (same range as CompressAI's).
 SCALE_MIN = 0.11
@@ -129,13 +132,15 @@ class IntegerNetwork(nn.Module):
         for i in range(first, len(self.spec)):
             x = self.layer(i, x)
             if i < len(self.spec) - 1:
-                x = x.clamp(0, ACT_MAX_INT)
+                x = x.clamp_(0, ACT_MAX_INT)  # in place, as in rescale
         return x
 
     def rescale(self, i: int, acc: torch.Tensor) -> torch.Tensor:
-        """Layer i's accumulator to its output: ``floor(acc / 2**shift + 1/2)``, exact in float64."""
+        """Layer i's accumulator to its output: ``floor(acc / 2**shift + 1/2)``, exact in float64.
+        ``acc`` is overwritten (every caller's is a fresh sum): temporaries of a layer's full size are
+        what the memory of the integer networks' tiles is made of."""
         shift = self.params(i)[2].to(acc.device, torch.float64)
-        return torch.floor(acc * torch.exp2(-shift)[None, :, None, None] + 0.5)
+        return acc.mul_(torch.exp2(-shift)[None, :, None, None]).add_(0.5).floor_()
 
 
 class IntegerHyperSynthesis(IntegerNetwork):
@@ -250,6 +255,50 @@ class IntegerCheckerboardContext(IntegerNetwork):
         at_odd_row = conv(even, odd_even, (1, 1, 0, 1)) + conv(odd, even_odd, (1, 0, 1, 1))
         acc = torch.cat([at_even_row, at_odd_row], dim=-1)
         return self.rescale(0, acc + b.to(y.device, torch.float64)[None, :, None, None])
+
+
+# ---- tiled evaluation ------------------------------------------------------------------------
+#
+# Both networks run tile by tile on large images (vaecodec.transforms.tiled), with halos that cover
+# their receptive fields, so they give the same integers as on the whole image, for any tile size,
+# in memory that follows the tile: float64 activations a few hundred channels deep would otherwise
+# take several times the image's own size.
+#
+# h_s, in z cells: y row o (4 per z cell) reads the middle layer's rows o - 1 .. o + 1 (3x3), the
+# first layer's rows ceil((o - 3) / 2) .. floor((o + 3) / 2) (a 5x5 stride-2 transposed convolution
+# reaches input rows (p - 2) / 2 .. (p + 2) / 2 of its output row p), and so z rows r - 1 .. r + 2
+# for the four y rows of z cell r: a halo of 2 z cells holds all of it. A tile holds about
+# 4 * (HS_TILE + 2 * HS_HALO) y cells per side of activations, and the float64 convolutions unfold
+# their inputs (im2col) into buffers k * k times larger: a few hundred MB at this size.
+HS_TILE = 24
+HS_HALO = 2
+# The context, in y cells: a position reads the anchors within its 5x5 window and only itself after
+# that (1x1 layers), so a halo of 2 holds all of it. Tile and halo are even, so every tile starts
+# on an anchor and keeps the checkerboard's phase (which the network takes from its input's top-left
+# corner).
+CTX_TILE = 128
+CTX_HALO = 2
+
+
+def hs_tiled(h_s: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]], z: torch.Tensor,
+             tile: int | None = None, halo: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """``h_s(z)`` (an :class:`IntegerHyperSynthesis`) tile by tile on z's grid, ``tile`` and ``halo``
+    in z cells (HS_TILE and HS_HALO unless given)."""
+    return tiled(h_s, z, 1, 4, tile or HS_TILE, HS_HALO if halo is None else halo)
+
+
+def ctx_tiled(fn: Callable[..., tuple[torch.Tensor, ...]], *xs: torch.Tensor, tile: int | None = None,
+              halo: int | None = None, out: tuple[torch.Tensor, ...] | None = None
+              ) -> tuple[torch.Tensor, ...]:
+    """``fn(*xs)`` tile by tile on y's grid, for an ``fn`` of y-grid tensors that reaches no further
+    than the context network (an :class:`IntegerCheckerboardContext` itself, or a two-pass coding of
+    which it is the only spatial step); ``tile`` and ``halo`` in y cells and even (CTX_TILE and
+    CTX_HALO unless given); ``out`` as :func:`vaecodec.transforms.tiled` takes it."""
+    tile, halo = tile or CTX_TILE, CTX_HALO if halo is None else halo
+    if tile % 2 or halo % 2:
+        raise ValueError(f"context tiles and halos must be even (keep the checkerboard's phase), got {tile} "
+                         f"and {halo}")
+    return tiled(fn, xs, 1, 1, tile, halo, out)
 
 
 def gaussian_bits(y: torch.Tensor, mean: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:

@@ -185,22 +185,49 @@ def tiles(height: int, width: int, tile: int, halo: int) -> Iterator[Tile]:
 TILE = 48
 HALO = 3
 
+# h_a is tiled on z's grid (4 y cells per z cell). Its output at z cell j reads y rows 4j - 7 ..
+# 4j + 7 (a 3x3, then two 5x5 stride-2 convolutions, which reach 1, 2 and 4 y rows each way), that
+# is z cells j - 2 .. j + 1: a halo of 2 z cells holds all of it, and tiles that start on a z cell
+# keep the strides' alignment. Its tiles cost far less memory than g_a's (192 channels in at 1/16 of
+# the pixels), so they are larger.
+HA_TILE = 64
+HA_HALO = 2
 
-def tiled(net: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, in_cell: int, out_cell: int,
-          tile: int = TILE, halo: int = HALO) -> torch.Tensor:
-    """``net(x)`` computed tile by tile on the latent grid. One latent cell is ``in_cell`` input
-    and ``out_cell`` output positions per side: 16 and 1 for g_a, 1 and 16 for g_s."""
-    h, w = x.shape[2] // in_cell, x.shape[3] // in_cell
+
+def tiled(net: Callable[..., torch.Tensor | tuple[torch.Tensor, ...]],
+          x: torch.Tensor | tuple[torch.Tensor, ...], in_cell: int | tuple[int, ...], out_cell: int,
+          tile: int = TILE, halo: int = HALO, out: tuple[torch.Tensor, ...] | None = None
+          ) -> torch.Tensor | tuple[torch.Tensor, ...]:
+    """``net(x)`` computed tile by tile on a grid of cells (the latent grid of g_a and g_s). One cell
+    is ``in_cell`` input and ``out_cell`` output positions per side: 16 and 1 for g_a, 1 and 16 for
+    g_s. ``x`` may be a tuple of inputs covering one grid, passed to ``net`` as its arguments
+    (broadcast ones, such as a (1, 1, H, W) mask, included), with one ``in_cell`` for all or one
+    each; and ``net`` may return a tuple of outputs, each assembled like a single one. ``out``: where
+    to write the outputs of a tiled call (it may be among the inputs when no tile reads a cell that
+    an earlier tile wrote, other than in its discarded halo); untiled, the outputs are returned.
+
+    A tile sees its ``halo`` cells of real neighbours and, at the grid's border, the same zero
+    padding as the whole grid, so with a halo that covers the net's receptive field (and tiles that
+    keep the alignment of its strides) every output cell depends on exactly the inputs it does
+    untiled: an exact integer network gives the same integers, a float one the same up to rounding."""
+    xs = x if isinstance(x, tuple) else (x,)
+    cells = in_cell if isinstance(in_cell, tuple) else (in_cell,) * len(xs)
+    h, w = xs[0].shape[2] // cells[0], xs[0].shape[3] // cells[0]
     if h <= tile and w <= tile:
-        return net(x)
-    out = None
+        return net(*xs)
+    single, outs = True, list(out or ())
     for t in tiles(h, w, tile, halo):
-        part = net(x[..., t.a0 * in_cell : t.a1 * in_cell, t.b0 * in_cell : t.b1 * in_cell])
-        if out is None:
-            out = part.new_empty(*part.shape[:2], h * out_cell, w * out_cell)
+        crops = (v[..., t.a0 * c : t.a1 * c, t.b0 * c : t.b1 * c] for v, c in zip(xs, cells, strict=True))
+        parts = net(*crops)
+        single = not isinstance(parts, tuple)
+        parts = (parts,) if single else parts
+        if not outs:
+            outs = [p.new_empty(*p.shape[:2], h * out_cell, w * out_cell) for p in parts]
         rows, cols = t.inner(out_cell)
-        out[..., t.r0 * out_cell : t.r1 * out_cell, t.c0 * out_cell : t.c1 * out_cell] = part[..., rows, cols]
-    return out
+        own = (slice(t.r0 * out_cell, t.r1 * out_cell), slice(t.c0 * out_cell, t.c1 * out_cell))
+        for dest, part in zip(outs, parts, strict=True):
+            dest[..., own[0], own[1]] = part[..., rows, cols]
+    return outs[0] if single else tuple(outs)
 
 
 class QualityGains(nn.Module):

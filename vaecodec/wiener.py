@@ -30,6 +30,7 @@ zero bits to the byte boundary. An empty section means no filter.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -51,6 +52,7 @@ ENCODER_SHAPES = ((5, 3), (7, 3))
 ENCODER_STEPS = range(5, 13)
 _FIT_PIXELS = 1 << 21  # rows beyond this many pixels are subsampled when fitting (not when applying)
 _CHUNK_PIXELS = 1 << 16  # features are built this many pixels at a time, to bound the memory
+_BAND_PIXELS = 1 << 20  # the filter is applied this many pixels (whole rows) at a time
 
 
 def offsets(k: int) -> list[tuple[int, int]]:
@@ -105,11 +107,30 @@ class WienerFilter:
         return weight, bias
 
     def apply(self, x: torch.Tensor) -> torch.Tensor:
-        """Filter decoded pixels (B, 3, H, W) in grey levels (0..255, float), edges replicated."""
+        """Filter decoded pixels (B, 3, H, W) in grey levels (0..255, float), edges replicated; band
+        by band (:meth:`bands`), so that the only image-sized tensor made is the result."""
+        out = torch.empty_like(x)
+        for r0, r1, band in self.bands(x):
+            out[..., r0:r1, :] = band
+        return out
+
+    def bands(self, x: torch.Tensor, rows: int | None = None) -> Iterator[tuple[int, int, torch.Tensor]]:
+        """The filtered image (B, 3, H, W) in bands of whole rows, top to bottom: (r0, r1, rows r0 .. r1
+        of the result). ``rows`` per band, by default about ``_BAND_PIXELS`` pixels' worth.
+
+        A band is convolved with the kernel's radius of real rows above and below it, replicated
+        only at the image's own top and bottom, so it sees exactly the pixels it sees in the whole
+        image: the results differ from a whole-image convolution by float rounding at most."""
         weight, bias = self.kernel()
+        weight, bias = weight.to(x), bias.to(x)
         r = self.own_k // 2
-        padded = F.pad(x, (r, r, r, r), mode="replicate")
-        return x + F.conv2d(padded, weight.to(x), bias.to(x))
+        height = x.shape[2]
+        rows = rows or max(1, _BAND_PIXELS // max(x.shape[3], 1))
+        for r0 in range(0, height, rows):
+            r1 = min(r0 + rows, height)
+            a0, a1 = max(r0 - r, 0), min(r1 + r, height)
+            padded = F.pad(x[..., a0:a1, :], (r, r, r - (r0 - a0), r - (a1 - r1)), mode="replicate")
+            yield r0, r1, x[..., r0:r1, :] + F.conv2d(padded, weight, bias)
 
 
 # ---- the section's bytes ----------------------------------------------------------------------
@@ -163,9 +184,9 @@ def decode(data: bytes) -> WienerFilter | None:
 def _features(xp: np.ndarray, r: int, k: int, rows: np.ndarray) -> np.ndarray:
     """Every plane's centre and offsets over a disc of diameter k, and the bias: (3 * (1 +
     len(offsets(k))) + 1, n_pixels) float64 at the given rows (one feature per row, which is what
-    makes building them fast), from the image padded by r on every side
-    (edges replicated, as :meth:`WienerFilter.apply` does). Every smaller shape's features, for any
-    output channel, are rows of these (:func:`_columns`), so one product serves them all."""
+    makes building them fast), from the image padded by r on every side (edges replicated, as
+    :meth:`WienerFilter.apply` does) or from :func:`_neighbourhoods`. Every smaller shape's features,
+    for any output channel, are rows of these (:func:`_columns`), so one product serves them all."""
     W = xp.shape[2] - 2 * r
 
     def shifted(p: int, i: int, j: int) -> np.ndarray:
@@ -184,6 +205,19 @@ def _features(xp: np.ndarray, r: int, k: int, rows: np.ndarray) -> np.ndarray:
     return out.reshape(len(out), -1)
 
 
+def _neighbourhoods(x: np.ndarray, rows: np.ndarray, r: int) -> tuple[np.ndarray, np.ndarray]:
+    """The pixels of x (3, H, W) that :func:`_features` reads for ``rows`` (ascending), float64 with
+    the edges replicated (rows clipped to the image, columns padded by r), and where ``rows`` sit in
+    them (the ``rows`` to give :func:`_features`): one slab for consecutive rows, each row's own
+    2r + 1 rows for rows spread out (a large image's sample)."""
+    if rows[-1] - rows[0] + 1 == len(rows):
+        idx, local = np.arange(rows[0] - r, rows[-1] + r + 1), rows - rows[0]
+    else:
+        idx, local = (rows[:, None] + np.arange(-r, r + 1)).ravel(), np.arange(len(rows)) * (2 * r + 1)
+    cols = np.clip(np.arange(-r, x.shape[2] + r), 0, x.shape[2] - 1)
+    return x[np.ix_(range(3), np.clip(idx, 0, x.shape[1] - 1), cols)].astype(np.float64), local
+
+
 def fit(decoded: np.ndarray, original: np.ndarray, lam: float) -> WienerFilter | None:
     """The filter that minimizes ``lam * MSE + bits per pixel`` for one image, or None when no filter
     beats sending none. ``decoded``: (3, H, W) float grey levels (the decoder's pixels before
@@ -192,24 +226,25 @@ def fit(decoded: np.ndarray, original: np.ndarray, lam: float) -> WienerFilter |
 
     The fit is least squares on the normal equations; the cost of every candidate (shape, step) is
     evaluated from them exactly, so only one pass over the pixels is needed. Images above 2 MP are
-    fitted on evenly spaced rows (the statistics of a few million pixels are plenty)."""
+    fitted on evenly spaced rows (the statistics of a few million pixels are plenty). The pixels are
+    read a chunk of rows at a time (:func:`_neighbourhoods`), so no image-sized copy is made."""
     H, W = decoded.shape[1:]
     n_px = H * W
     rows = np.arange(H)
     if n_px > _FIT_PIXELS:
         rows = np.linspace(0, H - 1, max(1, _FIT_PIXELS // W)).astype(int)
-    x = decoded.astype(np.float64)
-    target = original.astype(np.float64) - x
     k = max(own for own, _ in ENCODER_SHAPES)
     r = k // 2
-    xp = np.pad(x, ((0, 0), (r, r), (r, r)), mode="edge")
     n = 3 * (1 + len(offsets(k))) + 1
     G, b, tt = np.zeros((n, n)), np.zeros((3, n)), np.zeros(3)  # normal equations, summed over chunks
     for chunk in np.array_split(rows, -(-len(rows) * W // _CHUNK_PIXELS)):
-        A = _features(xp, r, k, chunk)
-        t = target[:, chunk].reshape(3, -1)
+        near, local = _neighbourhoods(decoded, chunk, r)
+        A = _features(near, r, k, local)
+        t = (original[:, chunk].astype(np.float64) - decoded[:, chunk].astype(np.float64)).reshape(3, -1)
         G += A @ A.T
-        b += t @ A.T
+        # the same sums as t @ A.T, which multithreaded OpenBLAS can run orders of magnitude more
+        # slowly (the 3-row operand first) when another process keeps a core busy
+        b += (A @ t.T).T
         tt += np.einsum("ij,ij->i", t, t)
     n_fit = len(rows) * W
     base = tt.sum() / (3 * n_fit)
