@@ -448,8 +448,11 @@ def test_sigint_mid_batch_exits_130_without_partial_files(tmp_path):
     for i in range(40):
         _png(tmp_path / f"in{i:02d}.png", 96, 128, seed=i)
         names.append(f"in{i:02d}.png")
+    # a shell without job control starts background jobs with SIGINT ignored, and the child would
+    # inherit that: give it the default disposition, as a terminal's foreground process has
     proc = subprocess.Popen([sys.executable, "-m", "vaecodec", "compress", *names, "-o", "out/"],
-                            cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + 180
     while not (tmp_path / "out" / "in00.vaez").exists():
         assert proc.poll() is None, proc.communicate()
