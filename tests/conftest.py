@@ -6,6 +6,9 @@ the weights file is replaced whenever training produces a better model.
 
 from __future__ import annotations
 
+import struct
+import zlib
+
 import numpy as np
 import pytest
 import torch
@@ -56,3 +59,23 @@ def small_rgba_vaez(codec) -> bytes:
     rgb = smooth_image(16, 16, seed=4)
     alpha = np.tile(np.arange(0, 256, 16, dtype=np.uint8), (16, 1))
     return codec.compress(np.dstack([rgb, alpha]), quality=4)
+
+
+def png_header_only(width: int, height: int) -> bytes:
+    """A PNG that claims width x height grey pixels and holds almost no data: a decompression bomb."""
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 16))
+            + chunk(b"IEND", b""))
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Small images: one torch thread is as fast, and steadier on a busy 2-core machine. Modules that
+    want it say ``pytestmark = pytest.mark.usefixtures("one_torch_thread")``."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

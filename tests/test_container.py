@@ -8,6 +8,7 @@ import zlib
 
 import numpy as np
 import pytest
+from conftest import png_header_only
 
 from vaecodec import Codec, CorruptFileError, UnsupportedFileError, VaecodecError, container, weights
 from vaecodec.bits import BitReader
@@ -146,18 +147,9 @@ def test_damaged_alpha_plane_with_valid_crc(codec, small_rgba_vaez):
         codec.decompress(container.pack(header, dataclasses.replace(payload, alpha=other)))
 
 
-def _png_header_only(width: int, height: int) -> bytes:
-    def chunk(kind: bytes, body: bytes) -> bytes:
-        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
-
-    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 16))
-            + chunk(b"IEND", b""))
-
-
 def test_alpha_decompression_bomb_is_corruption(codec, small_rgba_vaez):
     header, payload = container.unpack(small_rgba_vaez)
-    bomb = container.pack(header, dataclasses.replace(payload, alpha=_png_header_only(20000, 20000)))
+    bomb = container.pack(header, dataclasses.replace(payload, alpha=png_header_only(20000, 20000)))
     with pytest.raises(CorruptFileError):
         codec.decompress(bomb)
 

@@ -13,7 +13,6 @@ import io
 import os
 import resource
 import signal
-import struct
 import subprocess
 import sys
 import time
@@ -22,9 +21,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from click.testing import CliRunner
-from conftest import smooth_image
+from conftest import png_header_only, smooth_image
 from PIL import Image
 
 from bench import fuzz
@@ -43,13 +41,7 @@ from vaecodec.cli import main
 MEMORY_LIMIT = 4_000_000_000  # RLIMIT_AS of the CLI subprocesses: what a careful service would set
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Small images: one torch thread, steadier timings on a busy 2-core machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture
@@ -237,23 +229,13 @@ def test_crc_recomputed_stream_and_escape_damage_is_refused(codec, name):
 # ---- hostile images as encoder input ------------------------------------------------------------------
 
 
-def _png_header_only(width: int, height: int) -> bytes:
-    """A PNG that claims width x height grey pixels and holds almost no data."""
-    def chunk(kind: bytes, body: bytes) -> bytes:
-        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
-
-    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 16))
-            + chunk(b"IEND", b""))
-
-
 def test_png_decompression_bomb(codec, run, tmp_path):
     """A 200-byte PNG claiming 30000 x 30000 (Pillow's bomb limit) or 12000 x 12000 (above its
     warning, then truncated): one-line ImageError, exit 1, the next input still coded."""
     with pytest.raises(ImageError, match="exceeds limit"):
-        codec.compress(_png_header_only(30000, 30000))
-    (tmp_path / "bomb.png").write_bytes(_png_header_only(30000, 30000))
-    (tmp_path / "big.png").write_bytes(_png_header_only(12000, 12000))
+        codec.compress(png_header_only(30000, 30000))
+    (tmp_path / "bomb.png").write_bytes(png_header_only(30000, 30000))
+    (tmp_path / "big.png").write_bytes(png_header_only(12000, 12000))
     _png(tmp_path / "ok.png")
     result = run("compress", tmp_path / "bomb.png", tmp_path / "big.png", tmp_path / "ok.png")
     assert result.exit_code == 1
