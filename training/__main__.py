@@ -49,6 +49,9 @@ def parser() -> argparse.ArgumentParser:
                    help="start a new run from these weights (fresh optimizer and schedule): a training "
                         f"checkpoint, or a weights file (*{SUFFIX}) or shipped model's name, rebuilt into "
                         "a trainable model (training.export.init_from_weights)")
+    p.add_argument("--grow-m", type=int, metavar="M",
+                   help="with --init: widen the model's latent y to M channels, starting as the same "
+                        "function (training/grow.py), so training starts from the --init model's quality")
     p.add_argument("--levels", choices=["continuous", "anchors"], default="continuous",
                    help="how training quality levels are drawn (see loop.sample_levels)")
     p.add_argument("--only-level", type=int, metavar="LEVEL",
@@ -95,6 +98,8 @@ def main(argv: list[str] | None = None) -> None:
         pack(Path(args.data), args.pack, args.pack_mib, args.val_images)
     elif not args.run:
         p.error("--run-dir is required (except with --pack)")
+    elif args.grow_m and not args.init:
+        p.error("--grow-m grows the model of --init")
     elif args.export:
         if args.export.suffix != SUFFIX:
             p.error(f"--export: a weights file is named *{SUFFIX}, not {args.export.name}")

@@ -39,6 +39,7 @@ from vaecodec.transforms import pad
 
 from .data import CropSampler, load_folder
 from .export import init_from_weights
+from .grow import grow_latent
 from .model import ModelConfig, VAEModel
 
 CHECKPOINT = "last.pt"
@@ -233,6 +234,8 @@ def train(args: argparse.Namespace) -> None:
         step = ckpt["step"]
     elif args.init:
         ckpt = load_init(args.init)
+        if args.grow_m:
+            ckpt = grow_latent(ckpt, args.grow_m, args.seed)
     model = build_model(args, ckpt, step)
     config = model.config
     model.to(device)
