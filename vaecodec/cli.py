@@ -591,6 +591,11 @@ def models() -> None:
         sys.exit(EXIT_FAILED)
 
 
+from .cli_latent import register  # noqa: E402  (it builds on the helpers above)
+
+register(main)  # analyze, scan, interpolate, sample
+
+
 def entry() -> None:
     """Console-script entry point: user errors are one line; Ctrl-C exits 130 (not click's
     "Aborted!" and 1); bugs say so (VAECODEC_DEBUG=1 shows the traceback) instead of dumping one on

@@ -43,6 +43,7 @@ from . import container, image, metadata, rate_control, wiener
 from .errors import CorruptFileError, ImageError, LimitError, UnsupportedFileError, VaecodecError
 from .files import FileInput, read_bytes
 from .latent_codec import Latents, Streams
+from .latent_tools import ImageLatents
 from .metadata import Metadata
 from .model import Model, load
 from .quality import (
@@ -424,10 +425,17 @@ class Codec:
     def _rgb(self, group: list[Parsed], y_hats: list[torch.Tensor]) -> list[np.ndarray]:
         """The decoded RGB (H, W, 3) uint8 of files whose decoded latents (:attr:`Latents.y_hat`, (1,
         M, h, w) each) have one shape."""
-        level = torch.tensor([level_of(p.header.quality) for p in group], device=self.device)
+        return self._rgb_of(y_hats, [p.header.quality for p in group], [p.filter for p in group],
+                            [p.size for p in group])
+
+    def _rgb_of(self, y_hats: list[torch.Tensor], qualities: list[float],
+                filters: list[wiener.WienerFilter | None], sizes: list[tuple[int, int]]) -> list[np.ndarray]:
+        """The RGB (H, W, 3) uint8 of decoded latents of one shape, each synthesized at its quality,
+        cropped to its size and Wiener-filtered when it has a filter: how :meth:`decompress` and
+        :meth:`decode_latents` both draw."""
+        level = torch.tensor([level_of(q) for q in qualities], device=self.device)
         y_hat = y_hats[0] if len(y_hats) == 1 else torch.cat(y_hats)
-        return [_to_uint8(x, p.filter)
-                for p, x in zip(group, self.synthesis(y_hat, level, [p.size for p in group]), strict=True)]
+        return [_to_uint8(x, f) for f, x in zip(filters, self.synthesis(y_hat, level, sizes), strict=True)]
 
     def parse(self, src: FileInput | VaecodecError) -> Parsed:
         """Read and check a .vaez file: container, model, alpha plane, filter and metadata sections.
@@ -455,6 +463,37 @@ class Codec:
         means and scale indices. These must be identical on every device and thread count, which is
         what the golden-file tests and the cross-device bench check."""
         return self._decode(self.parse(data)).numpy()
+
+    # ---- latents (the tools on them: vaecodec.latent_tools) ----------------------------------
+
+    @torch.no_grad()  # not inference_mode: the effort search (refine.py) needs autograd
+    def encode_latents(self, img: image.ImageInput, quality: float | None = None,
+                       effort: int = DEFAULT_EFFORT) -> ImageLatents:
+        """One image's latents, the integers :meth:`compress` codes for it (the same
+        :meth:`_latents`), with the exact bits of each symbol (:class:`ImageLatents`)."""
+        pic = self._load(img)
+        quality = check_quality(DEFAULT_QUALITY if quality is None else quality)
+        latents = self._latents([pic], quality, check_effort(effort))
+        return ImageLatents.of(latents, quality, pic.size, self.model.latent)
+
+    def file_latents(self, data: FileInput) -> ImageLatents:
+        """The latents a .vaez file holds, decoded as :meth:`decompress` decodes them."""
+        parsed = self.parse(data)
+        return ImageLatents.of(self._decode(parsed), parsed.header.quality, parsed.size, self.model.latent)
+
+    def decode_latents(self, latents: ImageLatents) -> Image.Image:
+        """The RGB image of latents, drawn as :meth:`decompress` draws a file's, without the Wiener
+        filter a file carries beside its latents."""
+        y_hat = latents.batch(self.device).y_hat
+        return Image.fromarray(self._rgb_of([y_hat], [latents.quality], [None], [latents.size])[0])
+
+    def interpolate(self, a: image.ImageInput, b: image.ImageInput, t: float, quality: float | None = None
+                    ) -> Image.Image:
+        """The decoded linear blend ``(1 - t) a + t b`` of two images' decoded latents at one quality,
+        b resized to a's size if they differ (:func:`vaecodec.latent_tools.interpolate`)."""
+        from .latent_tools import interpolate
+
+        return interpolate(self, a, b, [t], quality)[0]
 
     @torch.inference_mode()
     def synthesis(self, y_hat: torch.Tensor, level: torch.Tensor, sizes: list[tuple[int, int]]

@@ -7,7 +7,10 @@ Layout (``weights/<name>.safetensors``, installed as ``vaecodec.weights_data``):
   checkerboard context, the integer context network (``ctx.*``, the same layout); the integer PMF
   tables of z (one per channel) and y (one per scale index), ``z_tables.*`` and ``y_tables.*``;
 * metadata: ``format`` (``vaecodec-weights``), ``config`` (JSON: n, m, lambdas, context,
-  postfilter) and ``model_id`` (hex).
+  postfilter) and ``model_id`` (hex); and *extras*, keys the model id does not cover because they
+  decide no bit of any file: ``surprise`` (JSON), the statistics of natural photos that
+  :mod:`vaecodec.latent_tools` calibrates its surprise scores with. Adding or recomputing an extra
+  leaves the model, its id and every file it wrote as they were.
 
 The model id, which every .vaez file names, is a content hash: the first 8 bytes of a SHA-256 over
 the config (JSON, sorted keys) and every tensor (name, dtype, shape and bytes, in name order) in its
@@ -27,7 +30,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -114,15 +117,25 @@ class Weights:
     model_id: bytes
     config: dict
     tensors: dict[str, np.ndarray]
+    extras: dict[str, str] = field(default_factory=dict)  # metadata outside the id (module docstring)
 
 
-def write(path: Path, config: dict, tensors: dict[str, np.ndarray]) -> bytes:
-    """Write a weights file atomically, replacing any file there; returns its model id."""
+RESERVED = ("format", "config", "model_id")  # the metadata keys that are not extras
+
+
+def write(path: Path, config: dict, tensors: dict[str, np.ndarray], extras: dict[str, str] | None = None
+          ) -> bytes:
+    """Write a weights file atomically, replacing any file there; returns its model id. ``extras``:
+    metadata strings outside the model id (module docstring)."""
     from safetensors.numpy import save
 
+    extras = dict(extras or {})
+    if any(k in RESERVED for k in extras):
+        raise ValueError(f"an extra may not be named {', '.join(RESERVED)}")
     tensors = canonical(tensors)
     model_id = model_id_of(config, tensors)
-    metadata = {"format": FORMAT, "config": json.dumps(config, sort_keys=True), "model_id": model_id.hex()}
+    metadata = {"format": FORMAT, "config": json.dumps(config, sort_keys=True), "model_id": model_id.hex(),
+                **extras}
     data = save(compact(tensors), metadata=metadata)
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     write_atomic(path, lambda f: f.write(data), force=True)
@@ -154,7 +167,19 @@ def read(path: Path) -> Weights:
     if model_id.hex() != stored:  # compared as written: an id in upper case is a changed byte too
         raise VaecodecError(f"{path} is a damaged vaecodec weights file (its content hashes to model "
                             f"{model_id.hex()}, not {stored})")
-    return Weights(path.name.removesuffix(SUFFIX), model_id, config, canonical(tensors))
+    extras = {k: v for k, v in metadata.items() if k not in RESERVED}
+    return Weights(path.name.removesuffix(SUFFIX), model_id, config, canonical(tensors), extras)
+
+
+def read_metadata(path: Path) -> dict[str, str]:
+    """A weights file's metadata from its header alone, unverified: enough to find an extra of a file
+    whose model is loaded (compare its ``model_id``) without hashing its tensors again."""
+    try:
+        with open(path, "rb") as f:
+            size = int.from_bytes(f.read(8), "little")
+            return _metadata(size.to_bytes(8, "little") + f.read(min(size, 1 << 24)))
+    except (OSError, ValueError) as exc:
+        raise VaecodecError(f"{path} is not a readable vaecodec weights file ({exc})") from None
 
 
 def _metadata(data: bytes) -> dict:
