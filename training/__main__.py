@@ -40,6 +40,8 @@ def parser() -> argparse.ArgumentParser:
                    help="write the training photos (re-encoded to fit --pack-mib) and the validation "
                         "images into DIR, to train where --data cannot reach; then --data DIR")
     p.add_argument("--pack-mib", type=float, default=50.0)
+    p.add_argument("--pack-speed", type=int, default=6, choices=range(11), metavar="0..10",
+                   help="libavif speed of --pack (slower fits a higher quality in the same bytes)")
     p.add_argument("--steps", type=int, default=20000)
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--crop", type=int, default=128)
@@ -74,6 +76,21 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--M", dest="m", type=int, default=128, help="channels of y")
     p.add_argument("--stop-at", type=int, metavar="STEP",
                    help="checkpoint and stop at this step, keeping the schedule of --steps (resume later)")
+    p.add_argument("--budget", type=float, metavar="SECONDS",
+                   help="a fresh run that ends its schedule in this much time: --steps is set at step "
+                        "--calib from the measured step time, and the run stops at the budget (for "
+                        "time-boxed machines)")
+    p.add_argument("--calib", type=int, default=300,
+                   help="with --budget: the step at which --steps is set (the time of the second half of the "
+                        "steps before it is measured: compilation and warm-up left out); keep it within "
+                        "--warmup, where the schedule does not depend on --steps")
+    p.add_argument("--compile", choices=["none", "default", "reduce-overhead", "max-autotune-no-cudagraphs"],
+                   default="none", help="torch.compile the training step's forward and backward in this mode "
+                                        "(reduce-overhead: CUDA graphs too); checked against the eager step "
+                                        "in tests/test_train_step.py")
+    p.add_argument("--lambdas", type=lambda v: [float(x) for x in v.split(",")], metavar="L0,...,L7",
+                   help="the levels' lambdas of a new run; with --init, each level's gains start where the "
+                        "--init model's ladder puts that lambda (training/grow.py, relambda)")
     p.add_argument("--time-limit", type=float, metavar="SECONDS",
                    help="checkpoint and stop after this much training time (for time-boxed machines)")
     p.add_argument("--seed", type=int, default=0)
@@ -95,7 +112,7 @@ def main(argv: list[str] | None = None) -> None:
     p = parser()
     args = p.parse_args(argv)
     if args.pack:
-        pack(Path(args.data), args.pack, args.pack_mib, args.val_images)
+        pack(Path(args.data), args.pack, args.pack_mib, args.val_images, args.pack_speed)
     elif not args.run:
         p.error("--run-dir is required (except with --pack)")
     elif args.grow_m and not args.init:

@@ -27,6 +27,7 @@ their symbols, pixels and file sizes.
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -89,10 +90,11 @@ def grow_latent(ckpt: dict, m: int, seed: int = 0) -> dict:
     _embed(new.h_s.layers[1], old.h_s.layers[1], h2, h1, fresh_out=True)
     _embed(new.h_s.layers[2], old.h_s.layers[2], params, h2, fresh_out=False)
     if old.context is not None:  # features of y, then 1x1 layers over [features, mean, scale index]
-        hidden = torch.arange(2 * m0)
-        _embed(new.context.ctx, old.context.ctx, y, y, fresh_out=True)
-        _embed(new.context.params[0], old.context.params[0], hidden, torch.cat([y, m + y, 2 * m + y]),
-               fresh_out=True)
+        hidden, features = torch.arange(2 * m0), new.context.ctx.out_channels
+        old_features = torch.arange(old.context.ctx.out_channels)
+        _embed(new.context.ctx, old.context.ctx, old_features, y, fresh_out=True)
+        _embed(new.context.params[0], old.context.params[0], hidden,
+               torch.cat([y, features + y, features + m + y]), fresh_out=True)
         _embed(new.context.params[1], old.context.params[1], hidden, hidden, fresh_out=True)
         _embed(new.context.params[2], old.context.params[2], params, hidden, fresh_out=False)
     for name in ("log_gain", "log_inv_gain"):
@@ -105,3 +107,34 @@ def grow_latent(ckpt: dict, m: int, seed: int = 0) -> dict:
         raise AssertionError(f"grow_latent does not know how to grow {sorted(unset)}")
     return {**{k: v for k, v in ckpt.items() if k not in ("model", "ema", "optimizer", "rng")},
             "config": new.config.to_dict(), "model": new.state_dict(), "step": 0, "grown_from_m": m0}
+
+
+@torch.no_grad()
+def relambda(ckpt: dict, lambdas: list[float]) -> dict:
+    """``ckpt`` with its levels moved to new lambdas (a longer quality range, docs/training.md): each
+    level's gains start where the old ladder puts its lambda, interpolated in log(lambda) and, past
+    either end, extrapolated as :class:`vaecodec.quality.QualityScale` extrapolates levels, so a
+    level whose lambda the model knows starts as that level."""
+    try:
+        config = ModelConfig(**{**ckpt["config"], "lambdas": list(lambdas)})
+    except ValueError as exc:
+        raise SystemExit(f"--lambdas: {exc}") from None
+    old, new = np.log(ckpt["config"]["lambdas"]), np.log(lambdas)
+    if not (np.diff(new) > 0).all():
+        raise SystemExit("--lambdas: the levels' lambdas must increase")
+    top = len(old) - 1
+    step = (old[-1] - old[0]) / top  # the old ladder's mean log-step per level
+    level = np.interp(new, old, np.arange(len(old)))  # the fractional old level of each new lambda
+    level = np.where(new < old[0], (new - old[0]) / step, level)
+    level = torch.from_numpy(np.where(new > old[-1], top + (new - old[-1]) / step, level))
+    state = dict(ckpt["ema"] if ckpt.get("ema") is not None else ckpt["model"])
+    model = VAEModel(ModelConfig(**ckpt["config"]))
+    model.load_state_dict(state)
+    for name in ("log_gain", "log_inv_gain"):
+        table = getattr(model.gains, name).double()
+        slope = (table[-1] - table[0]).mean() / top
+        inside = model.gains.scale.interpolate(table, level.clamp(max=top)).log()
+        state[f"gains.{name}"] = (inside + (level - top).clamp(min=0)[:, None] * slope).float()
+    state["gains.lambdas"] = torch.tensor(lambdas, dtype=torch.float32)
+    return {**{k: v for k, v in ckpt.items() if k not in ("model", "ema", "optimizer", "rng")},
+            "config": config.to_dict(), "model": state, "step": 0}

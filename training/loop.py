@@ -39,7 +39,7 @@ from vaecodec.transforms import pad
 
 from .data import CropSampler, load_folder
 from .export import init_from_weights
-from .grow import grow_latent
+from .grow import grow_latent, relambda
 from .model import ModelConfig, VAEModel
 
 CHECKPOINT = "last.pt"
@@ -199,7 +199,9 @@ def build_model(args: argparse.Namespace, ckpt: dict | None, step: int) -> VAEMo
     or post-filter asked for that the ``--init`` model lacks is added, starting as the identity (the
     last layer of each starts at zero), so training starts from that model's own numbers."""
     if ckpt is None:
-        return VAEModel(ModelConfig(n=args.n, m=args.m, context=args.context, postfilter=args.postfilter))
+        lambdas = {"lambdas": args.lambdas} if args.lambdas else {}
+        return VAEModel(ModelConfig(n=args.n, m=args.m, context=args.context, postfilter=args.postfilter,
+                                    **lambdas))
     config = ckpt["config"]
     grown = {}
     if not step:
@@ -213,6 +215,23 @@ def build_model(args: argparse.Namespace, ckpt: dict | None, step: int) -> VAEMo
     if unexpected or any(not k.startswith(new_parts) for k in missing):
         raise SystemExit(f"{args.init}: weights do not fit the model ({missing + unexpected})")
     return model
+
+
+def plan_steps(args: argparse.Namespace, step: int, started: float, stop: int, world: int, rank: int) -> int:
+    """--budget: at step calib/2 note the clock; at step calib set ``args.steps`` so that the cosine
+    schedule ends when the budget does, from the mean step time since then (compilation and cuDNN's
+    search happen before it; checkpoints are left a 5 % margin). Rank 0's clock decides for all.
+    Returns the new stop."""
+    now = gather(time.time(), world)[0]
+    if step == args.calib // 2:
+        args.calib_clock = now
+        return stop
+    per_step = (now - args.calib_clock) / (step - args.calib // 2)
+    args.steps = step + int((args.budget - (now - started)) / per_step * 0.95)
+    if rank == 0:
+        print(f"calibrated: {per_step:.4f} s/step; --steps {args.steps} ends the schedule at the budget "
+              f"({args.budget:.0f} s)", flush=True)
+    return min(args.steps, args.stop_at or args.steps)
 
 
 def train(args: argparse.Namespace) -> None:
@@ -236,6 +255,10 @@ def train(args: argparse.Namespace) -> None:
         ckpt = load_init(args.init)
         if args.grow_m:
             ckpt = grow_latent(ckpt, args.grow_m, args.seed)
+        if args.lambdas:
+            ckpt = relambda(ckpt, args.lambdas)
+    if args.budget and step:
+        raise SystemExit(f"--budget plans a fresh run; {ckpt_path} is at step {step}: resume it with --steps")
     model = build_model(args, ckpt, step)
     config = model.config
     model.to(device)
@@ -273,18 +296,22 @@ def train(args: argparse.Namespace) -> None:
         print(f"fine-tuning the weights of {args.init} (step {ckpt['step']} there){kept}", flush=True)
     net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None) \
         if world > 1 else model
+    if args.compile != "none":
+        net = torch.compile(net, mode=args.compile)
 
     kodak = load_folder(data / "kodak", limit=args.val_images) if rank == 0 else []
     levels = model.gains.scale.levels
     val_levels = sorted({0, levels // 2, levels - 1})
     if rank == 0:
         print(f"model N={config.n} M={config.m}, {sum(p.numel() for p in model.parameters())} params, "
-              f"{len(sampler.images)} training images, {world} process(es) on {device.type}, "
+              f"{len(sampler)} training images, {world} process(es) on {device.type}, "
               f"bf16 {'on' if bf16 else 'off'}, EMA {args.ema or 'off'}", flush=True)
 
     autocast = (lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if bf16 else contextlib.nullcontext
     started = t0 = time.time()
     logged = []
+    if args.budget:
+        args.time_limit = min(args.time_limit or args.budget, args.budget)
     stop = min(args.steps, args.stop_at or args.steps)
     while step < stop:
         for group in opt.param_groups:
@@ -304,6 +331,8 @@ def train(args: argparse.Namespace) -> None:
         if ema:
             ema.update(model, step)
         step += 1
+        if args.budget and step in (args.calib // 2, args.calib):
+            stop = plan_steps(args, step, started, stop, world, rank)
         # kept on the device until the log line: a .item() per step would make the CPU wait for the GPU
         logged.append(torch.stack([loss.detach(), (out["bpp_y"] + out["bpp_z"]).detach().mean(),
                                    out["mse"].detach().mean()]))
