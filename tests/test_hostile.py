@@ -315,7 +315,7 @@ def test_output_folder_removed_mid_batch(run, tmp_path, monkeypatch):
         return data
 
     monkeypatch.setattr(Codec, "compress", compress_then_remove)
-    result = run("compress", first, second)
+    result = run("compress", first, second, "-j", "1")  # here: the patch is in this process
     assert result.exit_code == 1
     _one_error(result.stderr, "x.vaez")
     assert _listing(tmp_path) == ["b", "b/y.png", "b/y.vaez"]
@@ -333,7 +333,7 @@ def test_unwritable_output_folder_simulated(run, tmp_path, monkeypatch):
         return real(*args, dir=dir, **kwargs)
 
     monkeypatch.setattr(files.tempfile, "mkstemp", mkstemp)
-    result = run("compress", locked, free)
+    result = run("compress", locked, free, "-j", "1")  # here: the patch is in this process
     assert result.exit_code == 1
     _one_error(result.stderr, "x.vaez", "Permission denied")
     assert _listing(tmp_path) == ["free", "free/y.png", "free/y.vaez", "locked", "locked/x.png"]
@@ -424,15 +424,17 @@ def test_unicode_path_with_spaces(run, tmp_path):
 # ---- interrupts and memory -------------------------------------------------------------------------------
 
 
-def test_sigint_mid_batch_exits_130_without_partial_files(tmp_path):
-    """A real SIGINT to the CLI while it codes a batch: exit 130, one line, and only whole outputs."""
+@pytest.mark.parametrize("jobs", ["1", "2"])
+def test_sigint_mid_batch_exits_130_without_partial_files(tmp_path, jobs):
+    """A real SIGINT to the CLI while it codes a batch, here or in worker processes: exit 130, one
+    line, and only whole outputs."""
     names = []
     for i in range(40):
         _png(tmp_path / f"in{i:02d}.png", 96, 128, seed=i)
         names.append(f"in{i:02d}.png")
     # a shell without job control starts background jobs with SIGINT ignored, and the child would
     # inherit that: give it the default disposition, as a terminal's foreground process has
-    proc = subprocess.Popen([sys.executable, "-m", "vaecodec", "compress", *names, "-o", "out/"],
+    proc = subprocess.Popen([sys.executable, "-m", "vaecodec", "compress", *names, "-o", "out/", "-j", jobs],
                             cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + 180
@@ -504,7 +506,7 @@ def test_memory_error_in_the_cli_is_one_line(run, tmp_path, monkeypatch):
         return real(self, pics, *args, **kwargs)
 
     monkeypatch.setattr(Codec, "_compress_group", group)
-    result = run("compress", first, second)
+    result = run("compress", first, second, "-j", "1")  # here: the patch is in this process
     assert result.exit_code == 1
     _one_error(result.stderr, "a.png", "out of memory")
     assert (tmp_path / "b.vaez").is_file() and not (tmp_path / "a.vaez").exists()

@@ -279,26 +279,49 @@ def _write(job: _Job, data: bytes, force: bool) -> None:
 _RECORD_KEYS = ("bytes", "bpp", "quality", "width", "height", "seconds")
 
 
-def _run_all(jobs: list[_Job], job_fn: Callable[[_Job], tuple[dict, str]], ui: _Ui) -> None:
-    """Run each job: one summary line (or JSON record) each, errors as one line; exit 1 if any
-    failed, 130 on Ctrl-C (atomic writes leave no partial file)."""
+@dataclass
+class _Outcome:
+    """What became of one job: its record fields and summary line, or its error; and the warnings
+    it raised (shown before its line). Made where the job ran, in a worker process or here."""
+
+    fields: dict | None = None
+    summary: str = ""
+    error: str | None = None
+    warnings: tuple[str, ...] = ()
+
+
+def _attempt(fn: Callable[..., tuple[dict, str]], *args: Any) -> _Outcome:
+    """``fn(*args)`` as an outcome: a VaecodecError is the job's error, warnings are kept."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            fields, summary = fn(*args)
+            outcome = _Outcome(fields, summary)
+        except VaecodecError as exc:
+            outcome = _Outcome(error=_one_line(exc))
+    outcome.warnings = tuple(_one_line(w.message) for w in caught)
+    return outcome
+
+
+def _run_all(jobs: list[_Job], outcomes: Iterator[_Outcome], ui: _Ui) -> None:
+    """Report each job's outcome as it comes: one summary line (or JSON record) each, errors as one
+    line; exit 1 if any failed, 130 on Ctrl-C (atomic writes leave no partial file)."""
     failed = 0
     bar = None
     if len(jobs) > 1 and not ui.quiet:
         bar = click.progressbar(length=len(jobs), label="coding", file=sys.stderr)
     try:
-        for job in jobs:
+        for job, outcome in zip(jobs, outcomes, strict=True):
             record: dict[str, Any] = {"input": STDIO if job.src is None else str(job.src),
                                       "output": STDIO if job.dst is None else str(job.dst),
                                       **dict.fromkeys(_RECORD_KEYS), "error": None}
-            try:
-                with _warnings_to_stderr(job.src_name, ui):
-                    fields, summary = job_fn(job)
-                record.update(fields)
-                ui.summary(summary)
-            except VaecodecError as exc:
-                msg = _one_line(exc)
-                msg = msg if job.src_name in msg else f"{job.src_name}: {msg}"
+            for message in outcome.warnings:
+                ui.warn(job.src_name, message)
+            if outcome.error is None:
+                record.update(outcome.fields or {})
+                ui.summary(outcome.summary)
+            else:
+                msg = outcome.error if job.src_name in outcome.error else f"{job.src_name}: {outcome.error}"
                 _error(msg)
                 record["error"] = msg
                 failed += 1
@@ -307,11 +330,66 @@ def _run_all(jobs: list[_Job], job_fn: Callable[[_Job], tuple[dict, str]], ui: _
                 bar.update(1)
     except KeyboardInterrupt:
         _interrupted()
+    except VaecodecError as exc:  # the run as a whole: a worker could not load the model, or died
+        _error(str(exc))
+        sys.exit(EXIT_FAILED)
+    finally:
+        getattr(outcomes, "close", lambda: None)()  # stops the workers of a run cut short
     if bar is not None:
         bar.render_finish()
         ui.note(f"{len(jobs) - failed} of {len(jobs)} files done")
     if failed:
         sys.exit(EXIT_FAILED)
+
+
+@dataclass(frozen=True)
+class _Engine:
+    """Where the jobs of a coding command run: the codec's settings, and how many worker processes
+    (1: here)."""
+
+    model: str | None
+    device: str
+    threads: int | None
+    max_pixels: int | None
+    jobs: int
+
+
+def _run_jobs(codec: Codec, work: tuple[list[_Job], Callable, object]) -> list[_Outcome]:
+    """A chunk of jobs, in a worker process (:mod:`vaecodec.pipeline`) or here."""
+    jobs, fn, options = work
+    return [_attempt(fn, codec, job, options) for job in jobs]
+
+
+def _workers(jobs: int | None, inputs: tuple[str, ...]) -> int:
+    """-j as given, else one worker per core when there may be several files (a folder counts), else
+    1 (one image is coded fastest by one process using every core)."""
+    if jobs is not None:
+        return jobs
+    from .pipeline import cores
+
+    several = len(inputs) > 1 or any(raw != STDIO and Path(raw).is_dir() for raw in inputs)
+    return cores() if several else 1
+
+
+def _outcomes(jobs: list[_Job], fn: Callable[[Codec, _Job, Any], tuple[dict, str]], options: object,
+              engine: _Engine, ui: _Ui) -> Iterator[_Outcome]:
+    """Run ``fn(codec, job, options)`` for every job, here or in ``engine.jobs`` worker processes
+    that each load the model once, and yield the outcomes in job order."""
+    workers = min(engine.jobs, len(jobs))
+    if workers == 1:
+        codec = _load_codec(engine.model, engine.device, engine.threads, ui, engine.max_pixels)
+        return (_attempt(fn, codec, job, options) for job in jobs)
+    from . import pipeline
+
+    spec = pipeline.CodecSpec(engine.model, engine.device, engine.max_pixels,
+                              pipeline.threads_per_worker(workers, engine.threads))
+
+    def run() -> Iterator[_Outcome]:
+        with pipeline.Pool(spec, workers) as pool:
+            for done in pool.map(_run_jobs, ((chunk, fn, options) for chunk in pipeline.chunks(jobs, 1))):
+                yield from done
+
+    return run()
 
 
 # one load per (model, device, pixel limit) and process: main may be invoked many times
@@ -388,7 +466,11 @@ recursive_option = click.option("-r", "--recursive", is_flag=True,
                                 help="Code the files in folder inputs, subfolders too; with -o FOLDER/ the "
                                      "folder tree is kept under it.")
 threads_option = click.option("--threads", type=click.IntRange(min=1), default=None, metavar="N",
-                              help="CPU threads for the networks (default: torch's choice).")
+                              help="CPU threads for the networks, per worker (default: the cores, shared "
+                                   "out among the workers).")
+jobs_option = click.option("-j", "--jobs", type=click.IntRange(min=1), default=None, metavar="N",
+                           help="Worker processes, each with the model loaded once (default: one per CPU "
+                                "core when there are several files, else 1).")
 json_option = click.option("--json", "as_json", is_flag=True,
                            help="Print one JSON object per file on stdout (and nothing else there).")
 quiet_option = click.option("-Q", "--quiet", is_flag=True, help="Print errors only.")
@@ -400,8 +482,8 @@ max_pixels_option = click.option("--max-pixels", type=click.IntRange(min=0), def
 
 def coding_options(command: Callable) -> Callable:
     """The options compress and decompress share."""
-    for option in reversed((recursive_option, json_option, quiet_option, threads_option, device_option,
-                            force_option, model_option, max_pixels_option)):
+    for option in reversed((recursive_option, jobs_option, json_option, quiet_option, threads_option,
+                            device_option, force_option, model_option, max_pixels_option)):
         command = option(command)
     return command
 
@@ -446,8 +528,8 @@ def main() -> None:
 @coding_options
 def compress(inputs: tuple[str, ...], output: str | None, quality: float | None, target_bpp: float | None,
              target_size: int | None, target_psnr: float | None, effort: int, no_filter: bool, strip: bool,
-             recursive: bool, as_json: bool, quiet: bool, threads: int | None, device: str, force: bool,
-             model: str | None, max_pixels: int | None) -> None:
+             recursive: bool, jobs: int | None, as_json: bool, quiet: bool, threads: int | None, device: str,
+             force: bool, model: str | None, max_pixels: int | None) -> None:
     """Compress images (PNG, JPEG, WebP, ... anything Pillow reads) to .vaez files.
 
     \b
@@ -470,26 +552,42 @@ def compress(inputs: tuple[str, ...], output: str | None, quality: float | None,
 
     naming = _Naming(beside=lambda p: p.with_suffix(VAEZ), in_folder=lambda rel: rel.with_suffix(VAEZ),
                      wanted=lambda p: p.suffix.lower() in image.IMAGE_EXTENSIONS, what="image files")
-    jobs = _plan(inputs, output, recursive, naming, ui)
-    for job in jobs:
+    plan = _plan(inputs, output, recursive, naming, ui)
+    for job in plan:
         if job.dst is not None and job.dst.suffix.lower() != VAEZ:
             ui.warn(str(job.dst), "a .vaez file named without the .vaez extension")
-    codec = _load_codec(model, device, threads, ui, max_pixels)
+    options = _CompressOptions(quality, effort, not no_filter, strip, target_bpp, target_size, target_psnr,
+                               force)
+    engine = _Engine(model, device, threads, max_pixels, _workers(jobs, inputs))
+    _run_all(plan, _outcomes(plan, _compress_job, options, engine, ui), ui)
 
-    def job_fn(job: _Job) -> tuple[dict, str]:
-        _check_output(job, force)
-        start = time.perf_counter()
-        pic = image.load(_read_input(job), codec.max_pixels)
-        data = codec.compress(pic, quality, effort, wiener=not no_filter, strip=strip, target_bpp=target_bpp,
-                              target_size=target_size, target_psnr=target_psnr)
-        _write(job, data, force)
-        (w, h), q = pic.size, container.unpack(data)[0].quality
-        fields = {"bytes": len(data), "bpp": round(8 * len(data) / (w * h), 4), "quality": q, "width": w,
-                  "height": h, "seconds": _elapsed(start)}
-        return fields, (f"{job.src_name} -> {job.dst_name}: {w}x{h}, quality {q:g}, {len(data)} bytes, "
-                        f"{fields['bpp']:.3f} bpp, {fields['seconds']:.2f} s")
 
-    _run_all(jobs, job_fn, ui)
+@dataclass(frozen=True)
+class _CompressOptions:
+    quality: float | None
+    effort: int
+    wiener: bool
+    strip: bool
+    target_bpp: float | None
+    target_size: int | None
+    target_psnr: float | None
+    force: bool
+
+
+def _compress_job(codec: Codec, job: _Job, o: _CompressOptions) -> tuple[dict, str]:
+    from . import image
+
+    _check_output(job, o.force)
+    start = time.perf_counter()
+    pic = image.load(_read_input(job), codec.max_pixels)
+    data = codec.compress(pic, o.quality, o.effort, wiener=o.wiener, strip=o.strip, target_bpp=o.target_bpp,
+                          target_size=o.target_size, target_psnr=o.target_psnr)
+    _write(job, data, o.force)
+    (w, h), q = pic.size, container.unpack(data)[0].quality
+    fields = {"bytes": len(data), "bpp": round(8 * len(data) / (w * h), 4), "quality": q, "width": w,
+              "height": h, "seconds": _elapsed(start)}
+    return fields, (f"{job.src_name} -> {job.dst_name}: {w}x{h}, quality {q:g}, {len(data)} bytes, "
+                    f"{fields['bpp']:.3f} bpp, {fields['seconds']:.2f} s")
 
 
 @main.command()
@@ -502,8 +600,8 @@ def compress(inputs: tuple[str, ...], output: str | None, quality: float | None,
               help="Quality 1..100 of a lossy output format (JPEG, AVIF; WebP becomes lossy with it).")
 @coding_options
 def decompress(inputs: tuple[str, ...], output: str | None, out_format: str | None, out_quality: int | None,
-               recursive: bool, as_json: bool, quiet: bool, threads: int | None, device: str, force: bool,
-               model: str | None, max_pixels: int | None) -> None:
+               recursive: bool, jobs: int | None, as_json: bool, quiet: bool, threads: int | None,
+               device: str, force: bool, model: str | None, max_pixels: int | None) -> None:
     """Decompress .vaez files to images; an output file's extension picks its format.
 
     \b
@@ -537,27 +635,36 @@ def decompress(inputs: tuple[str, ...], output: str | None, out_format: str | No
     naming = _Naming(beside=lambda p: p.with_name(f"{p.stem}.decoded{ext}"),
                      in_folder=lambda rel: rel.with_suffix(ext),
                      wanted=lambda p: p.suffix.lower() == VAEZ, what=".vaez files")
-    jobs = _plan(inputs, output, recursive, naming, ui)
-    codec = _load_codec(model, device, threads, ui, max_pixels)
+    plan = _plan(inputs, output, recursive, naming, ui)
+    engine = _Engine(model, device, threads, max_pixels, _workers(jobs, inputs))
+    options = _DecompressOptions(default_fmt, out_quality, force)
+    _run_all(plan, _outcomes(plan, _decompress_job, options, engine, ui), ui)
 
-    def job_fn(job: _Job) -> tuple[dict, str]:
-        fmt = default_fmt if job.dst is None else image.output_format(job.dst)
-        if out_quality is not None and not (fmt in image.LOSSY or fmt == "WEBP"):
-            warnings.warn(f"--out-quality has no effect on {fmt} output (lossless)", stacklevel=1)
-        _check_output(job, force)
-        start = time.perf_counter()
-        src = _read_input(job)
-        raw = read_bytes(src)
-        header = container.unpack(raw)[0]
-        img = codec.decompress(raw)
-        _write(job, image.encode(img, fmt, out_quality, job.dst_name), force)
-        w, h = img.size
-        fields = {"bytes": len(raw), "bpp": round(8 * len(raw) / (w * h), 4), "quality": header.quality,
-                  "width": w, "height": h, "seconds": _elapsed(start)}
-        return fields, (f"{job.src_name} -> {job.dst_name}: {w}x{h} {img.mode}, quality {header.quality:g}, "
-                        f"{fields['seconds']:.2f} s")
 
-    _run_all(jobs, job_fn, ui)
+@dataclass(frozen=True)
+class _DecompressOptions:
+    default_format: str  # of the outputs vaecodec names, and of stdout
+    out_quality: int | None
+    force: bool
+
+
+def _decompress_job(codec: Codec, job: _Job, o: _DecompressOptions) -> tuple[dict, str]:
+    from . import image
+
+    fmt = o.default_format if job.dst is None else image.output_format(job.dst)
+    if o.out_quality is not None and not (fmt in image.LOSSY or fmt == "WEBP"):
+        warnings.warn(f"--out-quality has no effect on {fmt} output (lossless)", stacklevel=1)
+    _check_output(job, o.force)
+    start = time.perf_counter()
+    raw = read_bytes(_read_input(job))
+    header = container.unpack(raw)[0]
+    img = codec.decompress(raw)
+    _write(job, image.encode(img, fmt, o.out_quality, job.dst_name), o.force)
+    w, h = img.size
+    fields = {"bytes": len(raw), "bpp": round(8 * len(raw) / (w * h), 4), "quality": header.quality,
+              "width": w, "height": h, "seconds": _elapsed(start)}
+    return fields, (f"{job.src_name} -> {job.dst_name}: {w}x{h} {img.mode}, quality {header.quality:g}, "
+                    f"{fields['seconds']:.2f} s")
 
 
 @main.command()
@@ -574,7 +681,8 @@ def info(inputs: tuple[str, ...]) -> None:
                     f"quality {header.quality:g}, model {header.model_id.hex()}, "
                     f"format {container.FORMAT_VERSION}, {len(data)} bytes, {bpp:.3f} bpp")
 
-    _run_all([_Job(None if raw == STDIO else Path(raw), None) for raw in inputs], job_fn, ui)
+    jobs = [_Job(None if raw == STDIO else Path(raw), None) for raw in inputs]
+    _run_all(jobs, (_attempt(job_fn, job) for job in jobs), ui)
 
 
 @main.command()

@@ -31,15 +31,15 @@ from __future__ import annotations
 import os
 import warnings
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Literal, TypeVar
+from typing import Literal, NamedTuple, TypeVar
 
 import numpy as np
 import torch
 from PIL import Image
 
-from . import container, image, metadata, rate_control, wiener
+from . import container, image, metadata, pipeline, rate_control, wiener
 from .errors import CorruptFileError, ImageError, LimitError, UnsupportedFileError, VaecodecError
 from .files import FileInput, read_bytes
 from .latent_codec import Latents, Streams
@@ -135,9 +135,9 @@ class Parsed:
         return hp // 16, wp // 16
 
 
-def _guard(on_error: OnError, fn: Callable[[], T]) -> T | VaecodecError:
-    """fn(), with a user-facing error raised or returned as ``on_error`` says. Running out of memory
-    is one too (LimitError): one image too large for the machine must not stop a batch."""
+def _guard(fn: Callable[[], T]) -> T | VaecodecError:
+    """fn(), or the user-facing error it raised. Running out of memory is one too (LimitError): one
+    image too large for the machine must not stop a batch."""
     try:
         try:
             return fn()
@@ -148,8 +148,6 @@ def _guard(on_error: OnError, fn: Callable[[], T]) -> T | VaecodecError:
                 raise
             raise LimitError(f"out of memory ({str(exc).splitlines()[0][:200]})") from None
     except VaecodecError as exc:
-        if on_error == "raise":
-            raise
         return exc
 
 
@@ -168,6 +166,29 @@ def _chunks(keys: list, batch_size: int) -> Iterable[list[int]]:
     for idx in groups.values():
         for start in range(0, len(idx), batch_size):
             yield idx[start : start + batch_size]
+
+
+class _Compress(NamedTuple):
+    """What :meth:`Codec.compress_iter` asks of every chunk: a quality or a target, and the options."""
+
+    quality: float | None
+    targets: tuple[float | None, float | None, float | None]  # target_bpp, target_size, target_psnr
+    opts: _Options
+
+
+def _compress_chunk(codec: Codec, job: tuple[list, _Compress]) -> list[bytes | VaecodecError]:
+    """One chunk of :meth:`Codec.compress_iter`, here or in a worker (:mod:`vaecodec.pipeline`)."""
+    return codec._compress_list(*job)
+
+
+def _decompress_chunk(codec: Codec, job: tuple[list, Output]) -> list:
+    """One chunk of :meth:`Codec.decompress_iter`, here or in a worker."""
+    return codec._decompress_list(*job)
+
+
+def _portable(item: object) -> object:
+    """An input as it can be sent to a worker process: an open file is read here, in order."""
+    return read_bytes(item) if hasattr(item, "read") else item
 
 
 class Codec:
@@ -191,6 +212,7 @@ class Codec:
         if limit < 0:
             raise VaecodecError(f"max_pixels must be 0 (no limit) or positive, got {max_pixels}")
         self.max_pixels = min(limit, container.MAX_PIXELS)
+        self.source = None if model is None else os.fspath(model)  # what worker processes load
         self.model: Model = load(model, self.device)
 
     @property
@@ -228,27 +250,91 @@ class Codec:
         target_bpp: float | None = None,
         target_size: int | None = None,
         target_psnr: float | None = None,
+        workers: int = 1,
     ) -> list[bytes | VaecodecError]:
         """Compress many images with one model; results are in input order, and with
         ``on_error="return"`` an image that fails is returned as its error (options as
-        :meth:`compress`; with a target, each image gets the quality that meets it)."""
+        :meth:`compress`; with a target, each image gets the quality that meets it). ``workers``
+        as :meth:`compress_iter`."""
+        return list(self.compress_iter(images, quality, batch_size, on_error, effort, wiener, strip=strip,
+                                       target_bpp=target_bpp, target_size=target_size,
+                                       target_psnr=target_psnr, workers=workers))
+
+    def compress_iter(
+        self,
+        images: Iterable[image.ImageInput],
+        quality: float | None = None,
+        batch_size: int | None = None,
+        on_error: OnError = "raise",
+        effort: int = DEFAULT_EFFORT,
+        wiener: bool = True,
+        *,
+        strip: bool = False,
+        target_bpp: float | None = None,
+        target_size: int | None = None,
+        target_psnr: float | None = None,
+        workers: int = 1,
+    ) -> Iterator[bytes | VaecodecError]:
+        """Compress the images of any iterable, yielding each file's bytes in input order, taking
+        only a few images ahead of the results: a collection larger than memory streams through.
+
+        ``workers=N`` codes in N worker processes, each with its own copy of the model on this
+        codec's device (:mod:`vaecodec.pipeline`); the bytes are the same as with one. Options as
+        :meth:`compress_batch`; options are checked here, before any image is read."""
         targets = (target_bpp, target_size, target_psnr)
         rate_control.target_of(1, quality, *targets)  # refuses conflicting options before any work
-        opts = _Options(check_effort(effort), wiener, strip)
-        pics = [_guard(on_error, lambda src=src: self._load(src)) for src in images]
+        if all(t is None for t in targets):
+            quality = check_quality(DEFAULT_QUALITY if quality is None else quality)
+        request = _Compress(quality, targets, _Options(check_effort(effort), wiener, strip))
+        return self._stream(_compress_chunk, request, images, batch_size, on_error, workers)
+
+    def _compress_list(self, images: list[image.ImageInput], request: _Compress
+                       ) -> list[bytes | VaecodecError]:
+        """The files of a list of images (what one chunk of :meth:`compress_iter` does), an image
+        that fails as its error; same-size images go through the networks together."""
+        quality, targets, opts = request
+        pics = [_guard(lambda src=src: self._load(src)) for src in images]
         out: list = [p if isinstance(p, VaecodecError) else None for p in pics]
         if any(t is not None for t in targets):
             for i, pic in enumerate(pics):
                 if out[i] is None:
                     target = rate_control.target_of(pic.size[0] * pic.size[1], None, *targets)
-                    out[i] = _guard(on_error, lambda pic=pic, t=target: self._compress_to(pic, t, opts))
+                    out[i] = _guard(lambda pic=pic, t=target: self._compress_to(pic, t, opts))
             return out
-        quality = check_quality(DEFAULT_QUALITY if quality is None else quality)
         keys = [None if out[i] is not None else padded_size(*p.size) for i, p in enumerate(pics)]
-        for idx in _chunks(keys, batch_size or self.default_batch_size):
-            _each(out, idx, _guard(on_error, lambda idx=idx: self._compress_group([pics[i] for i in idx],
-                                                                                  quality, opts)))
+        for idx in _chunks(keys, len(images)):
+            _each(out, idx, _guard(lambda idx=idx: self._compress_group([pics[i] for i in idx],
+                                                                                   quality, opts)))
         return out
+
+    def _stream(self, task: Callable[[Codec, tuple[list, object]], list], request: object,
+                items: Iterable, batch_size: int | None, on_error: OnError, workers: int) -> Iterator:
+        """``task`` over chunks of ``batch_size`` items, here or in ``workers`` processes, results
+        in order; an item's error is raised (``on_error="raise"``) or yielded in its place."""
+        pipeline.check_workers(workers)
+        if on_error not in ("raise", "return"):
+            raise VaecodecError(f"on_error must be 'raise' or 'return', got {on_error!r}")
+        size = batch_size or self.default_batch_size
+
+        def results() -> Iterator:
+            if workers == 1:
+                for chunk in pipeline.chunks(items, size):
+                    yield from task(self, (chunk, request))
+                return
+            spec = pipeline.CodecSpec(self.source, str(self.device), self.max_pixels,
+                                      pipeline.threads_per_worker(workers))
+            with pipeline.Pool(spec, workers) as pool:
+                jobs = (([_portable(x) for x in chunk], request) for chunk in pipeline.chunks(items, size))
+                for done in pool.map(task, jobs):
+                    yield from done
+
+        def checked() -> Iterator:
+            for result in results():
+                if on_error == "raise" and isinstance(result, VaecodecError):
+                    raise result
+                yield result
+
+        return checked()
 
     def _load(self, src: image.ImageInput) -> image.Picture:
         """An input image, refused if the format cannot hold it or it is above the pixel limit."""
@@ -402,19 +488,38 @@ class Codec:
         batch_size: int | None = None,
         on_error: OnError = "raise",
         output: Output = "pil",
+        workers: int = 1,
     ) -> list[Image.Image | np.ndarray | torch.Tensor | VaecodecError]:
         """Decode many .vaez files; results are in input order. An error among the inputs (what
-        :meth:`compress_batch` returns for an image that failed) is passed through as it is."""
+        :meth:`compress_batch` returns for an image that failed) is passed through as it is.
+        ``workers`` as :meth:`compress_iter`."""
+        return list(self.decompress_iter(files, batch_size, on_error, output, workers))
+
+    def decompress_iter(
+        self,
+        files: Iterable[FileInput | VaecodecError],
+        batch_size: int | None = None,
+        on_error: OnError = "raise",
+        output: Output = "pil",
+        workers: int = 1,
+    ) -> Iterator[Image.Image | np.ndarray | torch.Tensor | VaecodecError]:
+        """Decode the files of any iterable, yielding images in input order and reading only a few
+        files ahead (as :meth:`compress_iter`, ``workers`` included)."""
         if output not in OUTPUTS:
             raise VaecodecError(f"output must be one of {', '.join(OUTPUTS)}, got {output!r}")
-        parsed = [_guard(on_error, lambda f=f: self.parse(f)) for f in files]
+        return self._stream(_decompress_chunk, output, files, batch_size, on_error, workers)
+
+    def _decompress_list(self, files: list[FileInput | VaecodecError], output: Output) -> list:
+        """The images of a list of files (one chunk of :meth:`decompress_iter`), a file that fails as
+        its error; files whose latents have one shape go through the synthesis together."""
+        parsed = [_guard(lambda f=f: self.parse(f)) for f in files]
         # each file's y_hat, kept until its group is synthesized: a sixth of its integer latents' size
-        y_hats = [p if isinstance(p, VaecodecError) else _guard(on_error, lambda p=p: self._decode(p).y_hat)
+        y_hats = [p if isinstance(p, VaecodecError) else _guard(lambda p=p: self._decode(p).y_hat)
                   for p in parsed]
         out: list = [v if isinstance(v, VaecodecError) else None for v in y_hats]
         keys = [None if out[i] is not None else p.latent_shape for i, p in enumerate(parsed)]
-        for idx in _chunks(keys, batch_size or self.default_batch_size):
-            _each(out, idx, _guard(on_error, lambda idx=idx: self._images([parsed[i] for i in idx],
+        for idx in _chunks(keys, len(files)):
+            _each(out, idx, _guard(lambda idx=idx: self._images([parsed[i] for i in idx],
                                                                           [y_hats[i] for i in idx], output)))
         return out
 

@@ -99,13 +99,19 @@ class IntegerNetwork(nn.Module):
         super().__init__()
         self.spec = spec
         for i, (w, b, s) in enumerate(zip(weights, biases, shifts, strict=True)):
-            self.register_buffer(f"w{i}", w.to(torch.int64))
-            self.register_buffer(f"b{i}", b.to(torch.int64))
-            self.register_buffer(f"s{i}", s.to(torch.int64))
+            for name, t in (("w", w), ("b", b), ("s", s)):
+                self.register_buffer(f"{name}{i}", t.to(torch.int64))
+                # and in float64, the type the layers compute in (exactly: every value is an integer
+                # far below 2**53), once, rather than converted on every call, which cost as much as
+                # the convolutions of a small image; not saved, it is the same numbers
+                self.register_buffer(f"_{name}{i}", t.to(torch.int64).double(), persistent=False)
         self.check_exact()
 
     def params(self, i: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         return getattr(self, f"w{i}"), getattr(self, f"b{i}"), getattr(self, f"s{i}")
+
+    def _float_params(self, i: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        return getattr(self, f"_w{i}"), getattr(self, f"_b{i}"), getattr(self, f"_s{i}")
 
     def check_exact(self) -> None:
         """Static proof that no accumulator can reach 2**53, whatever the input."""
@@ -122,9 +128,8 @@ class IntegerNetwork(nn.Module):
     def layer(self, i: int, x: torch.Tensor) -> torch.Tensor:
         """Layer i on float64 x holding integers. cuDNN must be off (see the module docstring)."""
         kind, _cin, _cout, k, s = self.spec[i]
-        w, b, shift = self.params(i)
-        acc = _apply(kind, x, w.to(x.device, torch.float64), b.to(x.device, torch.float64), k, s)
-        return self.rescale(i, acc)
+        w, b, _ = self._float_params(i)
+        return self.rescale(i, _apply(kind, x, w.to(x.device), b.to(x.device), k, s))
 
     def layers_from(self, first: int, x: torch.Tensor) -> torch.Tensor:
         """Layers ``first`` .. last on x, with the clipped activation between them (not after the
@@ -139,7 +144,7 @@ class IntegerNetwork(nn.Module):
         """Layer i's accumulator to its output: ``floor(acc / 2**shift + 1/2)``, exact in float64.
         ``acc`` is overwritten (every caller's is a fresh sum): temporaries of a layer's full size are
         what the memory of the integer networks' tiles is made of."""
-        shift = self.params(i)[2].to(acc.device, torch.float64)
+        shift = self._float_params(i)[2].to(acc.device)
         return acc.mul_(torch.exp2(-shift)[None, :, None, None]).add_(0.5).floor_()
 
 
@@ -243,8 +248,8 @@ class IntegerCheckerboardContext(IntegerNetwork):
         (and of the im2col memory) of the full convolution over a half-zero input, with the same
         integer sums (every partial sum is still one of the full layer's, so the 2**53 bound holds).
         """
-        w, b, _ = self.params(0)
-        w = w.to(y.device, torch.float64)
+        w, b, _ = self._float_params(0)
+        w = w.to(y.device)
         even_odd, odd_even = w[..., 0::2, 1::2], w[..., 1::2, 0::2]  # 3x2 and 2x3 taps
         even, odd = y[..., 0::2, 0::2], y[..., 1::2, 1::2]  # the two anchor phases
 
@@ -254,7 +259,7 @@ class IntegerCheckerboardContext(IntegerNetwork):
         at_even_row = conv(even, even_odd, (0, 1, 1, 1)) + conv(odd, odd_even, (1, 1, 1, 0))
         at_odd_row = conv(even, odd_even, (1, 1, 0, 1)) + conv(odd, even_odd, (1, 0, 1, 1))
         acc = torch.cat([at_even_row, at_odd_row], dim=-1)
-        return self.rescale(0, acc + b.to(y.device, torch.float64)[None, :, None, None])
+        return self.rescale(0, acc + b.to(y.device)[None, :, None, None])
 
 
 # ---- tiled evaluation ------------------------------------------------------------------------
