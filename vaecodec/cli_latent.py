@@ -131,17 +131,20 @@ def _images_in(folder: Path) -> list[Path]:
 @click.argument("folder", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("--top", "top", type=click.IntRange(min=0), default=20, show_default=True,
               help="How many of the most surprising images to list (0: all).")
+@click.option("--by", type=click.Choice(["score", "floor", "local", "image"]), default="score",
+              show_default=True, help="Rank by the score or by one of its features (docs/latent-tools.md).")
 @click.option("--json", "as_json", is_flag=True,
               help="Print the ranking as one JSON object on stdout (and nothing else there).")
 @_common
-def scan(folder: Path, top: int, as_json: bool, quiet: bool, threads: int | None, device: str, force: bool,
-         model: str | None) -> None:
+def scan(folder: Path, top: int, by: str, as_json: bool, quiet: bool, threads: int | None, device: str,
+         force: bool, model: str | None) -> None:
     """Rank the images of a folder (and its subfolders) by surprise: how much more they cost than
     natural photos at the reference quality (docs/latent-tools.md).
 
     Images are read one at a time; a file that cannot be read is reported and the rest go on (exit
-    status 1 at the end). The score is in standard deviations of natural photos: above 3 is rare
-    among them.
+    status 1 at the end). Scores are in standard deviations of natural photos: above 3 is rare among
+    them. The score is the largest of floor (noise all over) and local (a dear 64x64 area); --by
+    local ranks by the local feature alone, which finds a pasted patch more surely.
     """
     from .latent_tools import Calibration, surprise
 
@@ -176,14 +179,14 @@ def scan(folder: Path, top: int, as_json: bool, quiet: bool, threads: int | None
         _interrupted()
     if bar is not None:
         bar.render_finish()
-    scores.sort(key=lambda r: -r["score"])
+    scores.sort(key=lambda r: -r[by])
     shown = scores[:top] if top else scores
     if as_json:
-        click.echo(json.dumps({"folder": str(folder), "quality": calibration.quality, "images": len(files),
-                               "ranked": shown, "errors": errors}))
+        click.echo(json.dumps({"folder": str(folder), "quality": calibration.quality, "by": by,
+                               "images": len(files), "ranked": shown, "errors": errors}))
     else:
         for rank, r in enumerate(shown, 1):
-            ui.summary(f"{rank:4d}  {r['score']:7.2f}  {r['bpp']:6.3f} bpp  {r['path']}")
+            ui.summary(f"{rank:4d}  {r[by]:7.2f}  {r['bpp']:6.3f} bpp  {r['path']}")
         ui.note(f"{len(scores)} of {len(files)} images scored at quality {calibration.quality:g}")
     if errors:
         sys.exit(EXIT_FAILED)

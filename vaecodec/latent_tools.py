@@ -53,7 +53,8 @@ BLOCK = 16  # pixels per side of one y position
 Z_CELL = 4  # y positions per side of one z position
 CALIBRATION_KEY = "surprise"  # the weights file's metadata key of the surprise statistics
 CALIBRATION_VERSION = 1
-REFERENCE_QUALITY = 5.0  # the quality surprise is measured at (stored with the statistics)
+REFERENCE_QUALITY = 10.0  # the quality surprise is measured at (stored with the statistics)
+FLOOR_QUANTILE = 2  # percent: the cheapest blocks of an image, for the "floor" feature
 WINDOW = 4  # blocks per side of the window the local score looks at (64 x 64 pixels)
 FLOOR_BPP = 1 / 64  # added to block rates before their logarithm: a flat block costs next to nothing
 
@@ -353,35 +354,36 @@ def window_cost(cost: np.ndarray, window: int = WINDOW) -> np.ndarray:
             + c[: -k[0] or None, : -k[1] or None]) / (k[0] * k[1])
 
 
-@dataclass(frozen=True)
-class Statistics:
-    """What surprise measures of an image, before calibration: ``image`` = log2 of its latents' bits
-    per pixel; ``local`` = how much dearer (log2) its dearest 64 x 64-pixel window is than its median
-    block; ``blocks`` = each 16 x 16 block's log2 bits per pixel."""
+# What surprise measures of an image, each a number that natural photos keep within a range:
+FEATURES = {
+    "image": "log2 of the latents' bits per pixel",
+    "floor": f"log2 bits per pixel of its cheapest blocks (the {FLOOR_QUANTILE:g}th percentile): natural "
+             "photos nearly always have some smooth area that costs next to nothing, noise leaves none",
+    "local": "log2 bits per pixel of its dearest 64 x 64-pixel window",
+}
+SCORED = ("floor", "local")  # the one-sided score is the largest of these, in standard deviations
 
-    image: float
-    local: float
-    blocks: np.ndarray
 
-
-def statistics(rates: RateMap, floor: float = FLOOR_BPP, window: int = WINDOW) -> Statistics:
+def statistics(rates: RateMap, floor: float = FLOOR_BPP, window: int = WINDOW
+               ) -> dict[str, float | np.ndarray]:
+    """The :data:`FEATURES` of an image's rate map, and ``blocks``, each block's log2 bits per pixel."""
     cost = block_cost(rates, floor)
-    local = float(window_cost(cost, window).max() - np.median(cost))
-    return Statistics(float(np.log2(rates.total / rates.pixels.sum())), local, cost)
+    return {"image": float(np.log2(rates.total / rates.pixels.sum())),
+            "floor": float(np.percentile(cost, FLOOR_QUANTILE)),
+            "local": float(window_cost(cost, window).max()), "blocks": cost}
 
 
 @dataclass(frozen=True)
 class Calibration:
-    """Means and standard deviations of :class:`Statistics` over natural photos at ``quality``
-    (``training/surprise.py`` computes them; the weights file carries them under
-    :data:`CALIBRATION_KEY`)."""
+    """Mean and standard deviation of each of the :data:`FEATURES` over natural photos at
+    ``quality``, and of the blocks' costs over all their blocks (``training/surprise.py`` computes
+    them; the weights file carries them under :data:`CALIBRATION_KEY`)."""
 
     quality: float
     floor: float
     window: int
-    image: tuple[float, float]  # mean, std of Statistics.image
-    local: tuple[float, float]  # ... of Statistics.local
-    block: tuple[float, float]  # ... of the blocks' costs, over all blocks of all photos
+    features: dict[str, tuple[float, float]]
+    block: tuple[float, float]
     photos: int
     source: str
 
@@ -394,8 +396,12 @@ class Calibration:
             d = json.loads(text)
             if d.pop("version") != CALIBRATION_VERSION:
                 raise ValueError("unknown version")
-            cal = cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
-            if min(cal.image[1], cal.local[1], cal.block[1]) <= 0:
+            d["features"] = {k: (float(m), float(s)) for k, (m, s) in d["features"].items()}
+            d["block"] = tuple(float(v) for v in d["block"])
+            cal = cls(**d)
+            if set(cal.features) != set(FEATURES):
+                raise ValueError(f"features {sorted(cal.features)}, not {sorted(FEATURES)}")
+            if min(s for _, s in [*cal.features.values(), cal.block]) <= 0:
                 raise ValueError("a standard deviation is not positive")
             check_quality(cal.quality)
             return cal
@@ -421,15 +427,14 @@ class Calibration:
 
 @dataclass(frozen=True)
 class Surprise:
-    """How unusual an image is next to natural photos, in their standard deviations: ``image`` (its
-    cost: negative when it is cheaper than photos, as a blurred or flat image is), ``local`` (its
-    dearest 64 x 64 window against its own typical block) and ``score``, the larger of the two, the
-    one-sided score ``scan`` ranks by. ``blocks``: each block's cost in standard deviations of
-    natural photos' blocks (the surprise map). ``bpp``: the latents' bits per pixel."""
+    """How unusual an image is next to natural photos, in their standard deviations: ``features``
+    (each of :data:`FEATURES`; ``image`` is negative for an image cheaper than photos, as a blurred
+    or flat one is) and ``score``, the largest of the :data:`SCORED` ones, which ``scan`` ranks by.
+    ``blocks``: each block's cost in standard deviations of natural photos' blocks (the surprise
+    map). ``bpp``: the latents' bits per pixel at ``quality``."""
 
     score: float
-    image: float
-    local: float
+    features: dict[str, float]
     bpp: float
     blocks: np.ndarray
     quality: float
@@ -440,24 +445,17 @@ class Surprise:
         return int(r), int(c)
 
     def totals(self) -> dict[str, Any]:
-        """The numbers, for JSON."""
+        """The numbers, for JSON (``top_block``: its top-left pixel, x and y)."""
         r, c = self.top_block()
-        return {"score": round(self.score, 3), "image": round(self.image, 3), "local": round(self.local, 3),
+        return {"score": round(self.score, 3), **{k: round(v, 3) for k, v in self.features.items()},
                 "bpp": round(self.bpp, 4), "quality": self.quality, "top_block": [BLOCK * c, BLOCK * r]}
-
-
-def score(stats: Statistics, cal: Calibration) -> tuple[float, float, np.ndarray]:
-    """(image, local, blocks) of statistics in standard deviations of the calibration's photos."""
-    image_z = (stats.image - cal.image[0]) / cal.image[1]
-    local_z = (stats.local - cal.local[0]) / cal.local[1]
-    return image_z, local_z, (stats.blocks - cal.block[0]) / cal.block[1]
 
 
 def surprise(codec: Codec, img: ImageInput, calibration: Calibration | None = None) -> Surprise:
     """The surprise of an image at the calibration's quality (effort 0), against the statistics
     shipped with the model unless ``calibration`` is given."""
     cal = calibration or Calibration.of(codec)
-    rates = rate_map(codec.encode_latents(img, cal.quality))
-    stats = statistics(rates, cal.floor, cal.window)
-    image_z, local_z, blocks = score(stats, cal)
-    return Surprise(max(image_z, local_z), image_z, local_z, 2.0**stats.image, blocks, cal.quality)
+    stats = statistics(rate_map(codec.encode_latents(img, cal.quality)), cal.floor, cal.window)
+    z = {k: (stats[k] - mean) / std for k, (mean, std) in cal.features.items()}
+    blocks = (stats["blocks"] - cal.block[0]) / cal.block[1]
+    return Surprise(max(z[k] for k in SCORED), z, 2.0 ** stats["image"], blocks, cal.quality)
