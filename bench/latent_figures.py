@@ -43,8 +43,8 @@ def main() -> None:
     cal = Calibration.of(codec)
     corrupted, _box = patch_of_noise(kodak[20], list(kodak.values()), 20)
     s = surprise(codec, corrupted, cal)
-    picture = heat_map(np.asarray(corrupted), s.blocks, 0.0, max(4.0, float(s.blocks.max())),
-                       "surprise (σ)")
+    picture = heat_map(np.asarray(corrupted), s.blocks, -2.0, max(2.0, float(s.blocks.max())),
+                       "surprise (sd)")
     save(picture, args.out / "latent-surprise-map.png", 0.6)
 
     a = kodak[23].crop((200, 60, 392, 252))

@@ -357,7 +357,7 @@ def window_cost(cost: np.ndarray, window: int = WINDOW) -> np.ndarray:
 # What surprise measures of an image, each a number that natural photos keep within a range:
 FEATURES = {
     "image": "log2 of the latents' bits per pixel",
-    "floor": f"log2 bits per pixel of its cheapest blocks (the {FLOOR_QUANTILE:g}th percentile): natural "
+    "floor": f"log2 bits per pixel of its cheapest blocks (the {FLOOR_QUANTILE:g} % percentile): natural "
              "photos nearly always have some smooth area that costs next to nothing, noise leaves none",
     "local": "log2 bits per pixel of its dearest 64 x 64-pixel window",
 }
