@@ -105,7 +105,9 @@ def test_noise_is_more_surprising_than_a_smooth_photo(codec, make_image):
     cal = Calibration.of(codec)
     smooth = surprise(codec, make_image(64, 64, seed=3), cal)
     noisy = surprise(codec, noise_image(64, 64), cal)
-    assert noisy.score > smooth.score + 3 and noisy.features["image"] > smooth.features["image"]
+    # uniform noise leaves no block cheap: its floor is far above a smooth image's
+    assert noisy.features["floor"] > smooth.features["floor"] + 1 and noisy.score > smooth.score + 1
+    assert noisy.features["image"] > smooth.features["image"] + 1
     assert noisy.blocks.shape == (4, 4) and noisy.totals()["quality"] == cal.quality
 
 
