@@ -21,7 +21,6 @@ from vaecodec.latent_tools import (
     rate_map,
     sample,
     surprise,
-    symbol_bits,
     window_cost,
 )
 
@@ -39,7 +38,7 @@ def test_symbol_bits_are_the_tables_probabilities_and_the_escape_varints():
     q = quantize_pmf(np.array([0.1, 0.6, 0.3]), 1e-4)  # values -1, 0, 1 and the escape
     tables = TableSet.from_tables([(-1, q)])
     values = np.array([-1, 0, 1, 2, -2, 300, -(2**40)])
-    bits = symbol_bits(tables, values, np.zeros(len(values), dtype=np.int64))
+    bits = tables.symbol_bits(values, np.zeros(len(values), dtype=np.int64))
     for k, v in enumerate(values):
         entry = v + 1 if -1 <= v <= 1 else 3
         expected = -np.log2((q[entry] + 1) / TOTAL)

@@ -115,11 +115,20 @@ class TableSet:
         cat = constriction.stream.model.Categorical
         return [cat(q.astype(np.float64), perfect=False) for q in self.split()]
 
-    def bits(self, values: np.ndarray, table: np.ndarray) -> float:
-        """Ideal code length (bits) of values under the tables, escapes' payload excluded."""
-        idx = np.clip(values - self.offsets[table], 0, self.lengths[table] - 1)
+    def symbol_bits(self, values: np.ndarray, table: np.ndarray) -> np.ndarray:
+        """The bits each value costs (float64, the shape of ``values``) under its table: the ideal
+        ``-log2((q + 1) / 2**24)`` of its entry, and for a value outside the table's range the
+        escape entry's plus the bytes of its zigzag varint in the escape stream."""
+        rel = values - self.offsets[table]
+        escape = self.lengths[table] - 1
+        escaped = (rel < 0) | (rel >= escape)
         start = np.concatenate([[0], np.cumsum(self.lengths)[:-1]])
-        return float(-np.log2((self.pmfs[start[table] + idx] + 1) / TOTAL).sum())
+        q = self.pmfs[start[table] + np.where(escaped, escape, rel)]
+        bits = PRECISION - np.log2(q + 1.0)
+        if escaped.any():
+            u = np.abs(values[escaped]) * 2 - (values[escaped] < 0)  # zigzag, as write_escapes does
+            bits[escaped] += 8 * np.maximum(1, np.ceil(np.log2(u.astype(np.float64) + 1) / 7))  # LEB128
+        return bits
 
 
 class TableCoder:

@@ -38,7 +38,7 @@ import torch
 from PIL import Image, ImageDraw, ImageFont
 
 from . import container, image
-from .entropy import TOTAL, TableSet
+from .entropy import TableSet
 from .errors import VaecodecError
 from .image import ImageInput
 from .latent_codec import LatentCodec, Latents, two_pass
@@ -62,23 +62,6 @@ FLOOR_BPP = 1 / 64  # added to block rates before their logarithm: a flat block 
 # ---- latents and their bits --------------------------------------------------------------------
 
 
-def symbol_bits(tables: TableSet, values: np.ndarray, table: np.ndarray) -> np.ndarray:
-    """The bits each symbol costs (float64, the shape of ``values``) under its table: the table
-    entry's ``-log2((q + 1) / 2**24)``, and for an escaped value the escape entry's plus its zigzag
-    varint's bytes in the escape stream."""
-    rel = values - tables.offsets[table]
-    escape = tables.lengths[table] - 1
-    escaped = (rel < 0) | (rel >= escape)
-    start = np.concatenate([[0], np.cumsum(tables.lengths)[:-1]])
-    q = tables.pmfs[start[table] + np.where(escaped, escape, rel)]
-    bits = np.log2(TOTAL) - np.log2(q + 1.0)
-    if escaped.any():
-        u = np.abs(values[escaped]) * 2 - (values[escaped] < 0)  # zigzag, as vaecodec.bits writes it
-        length = np.maximum(1, np.ceil(np.log2(u.astype(np.float64) + 1) / 7))  # LEB128 bytes
-        bits[escaped] += 8 * length
-    return bits
-
-
 @dataclass(frozen=True)
 class ImageLatents:
     """One image's latents as the decoder derives them, and what each symbol costs.
@@ -86,8 +69,9 @@ class ImageLatents:
     ``z``: z symbols (N, H/64, W/64); ``y``: y symbols ``round(y - mean)`` (M, H/16, W/16); ``mean``:
     the prior's fixed-point means of y (``mean / 256``) and ``index`` its scale indices, which the
     decoder derives from z and the decoded anchors; all int64 numpy arrays on the padded image's grid.
-    ``z_bits``, ``y_bits``: the exact bits of each symbol (:func:`symbol_bits`). ``quality`` and
-    ``size`` (width, height) are those of the image."""
+    ``z_bits``, ``y_bits``: the exact bits of each symbol (:meth:`TableSet.symbol_bits
+    <vaecodec.entropy.TableSet.symbol_bits>`). ``quality`` and ``size`` (width, height) are those of
+    the image."""
 
     z: np.ndarray
     y: np.ndarray
@@ -105,8 +89,8 @@ class ImageLatents:
         a = latents.numpy(i)
         z_table = np.broadcast_to(np.arange(a["z"].shape[0])[:, None, None], a["z"].shape)
         return cls(a["z"], a["y"], a["mean"], a["index"], quality, size,
-                   symbol_bits(codec.z_coder.tables, a["z"], z_table),
-                   symbol_bits(codec.y_coder.tables, a["y"], a["index"]))
+                   codec.z_coder.tables.symbol_bits(a["z"], z_table),
+                   codec.y_coder.tables.symbol_bits(a["y"], a["index"]))
 
     @property
     def level(self) -> float:
