@@ -26,7 +26,8 @@ bundle() { (cd "$out" && find . -type f ! -name 'slim.pt*' ! -name results.tar -
     | tar -cf results.tar --remove-files -T - && find . -mindepth 1 -type d -empty -delete); }
 trap bundle EXIT
 
-if compgen -G ".whl/*.whl" >/dev/null; then
+# the wheels only where their packages are missing (a CPU dry run here has them, for another Python)
+if compgen -G ".whl/*.whl" >/dev/null && ! python3 -c "import constriction, safetensors" 2>/dev/null; then
     python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site \
         .whl/*.whl || exit 1
     export PYTHONPATH=/tmp/site

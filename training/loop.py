@@ -359,7 +359,8 @@ def train(args: argparse.Namespace) -> None:
                     "ema": ema.model.state_dict() if ema else None, "step": step, "rng": states,
                     "z_tables": z_tables, "args": vars(args),
                 }, ckpt_path)
-        if rank == 0 and (step % args.val_every == 0 or step == args.steps):
+        # every --val-every steps, and at the last step wherever the run stops (schedule, --stop-at, time)
+        if rank == 0 and (step % args.val_every == 0 or step == stop):
             for row in validate(ema.model if ema else model, kodak, val_levels):
                 append_csv(run / "val_log.csv", {"step": step, **row})
                 print({"val_step": step, **row}, flush=True)
