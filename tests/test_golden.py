@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 from conftest import PSNR_FLOOR, psnr
 from golden import CASES, DATA
 
@@ -38,9 +39,13 @@ def test_golden_file_decodes_to_the_same_image(codec, path):
     out = np.asarray(codec.decompress(path))
     assert out.shape == source.shape
     expected = golden["pixels"]
-    # g_s is float: another CPU may round a few pixels the other way, never more than that.
-    assert np.abs(out.astype(int) - expected).max() <= 2
-    assert np.mean(out != expected) < 0.01
+    # The synthesis is float: another CPU may round a few pixels the other way; one that runs it in
+    # bfloat16 (the default where the CPU has it) moves more of them, by as much as
+    # bench/results/decode_speed.md measures on Kodak. The pixels were made in float32.
+    bf16 = codec.model.synthesis_dtype == torch.bfloat16
+    assert np.abs(out.astype(int) - expected).max() <= (3 if bf16 else 2)
+    assert np.mean(out != expected) < (0.4 if bf16 else 0.01)
+    assert psnr(out, expected) > 45
     if source.ndim == 3 and source.shape[2] == 4:
         assert np.array_equal(out[..., 3], source[..., 3])  # alpha is lossless
         out, source = out[..., :3], source[..., :3]

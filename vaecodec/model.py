@@ -71,20 +71,67 @@ class Model:
 
     def synthesize(self, y_hat: torch.Tensor, level: torch.Tensor) -> torch.Tensor:
         """The decoded image (B, 3, 16h, 16w), not yet clamped, of latents y_hat (B, M, h, w) at
-        quality levels (B,): g_s after the inverse gain, then the post-filter if any."""
+        quality levels (B,): g_s after the inverse gain, then the post-filter if any. Float32 with
+        autograd; without it, in :attr:`synthesis_dtype` (:class:`SynthesisTransform`)."""
         x = self.g_s(y_hat * self.gains.inverse_gain(level))
         return x if self.post is None else self.post(x, level)
 
+    @property
+    def synthesis_dtype(self) -> torch.dtype:
+        """What :meth:`synthesize` computes in without autograd (with it: always float32)."""
+        return self.g_s.compute_dtype
 
-def load(model: str | os.PathLike | None = None, device: torch.device | str = "cpu") -> Model:
-    """The shipped model (by name; None: the default) or the model of a weights file, on a device.
-    VaecodecError in one line for a file that is damaged or does not fit its config."""
+    def set_synthesis_dtype(self, dtype: torch.dtype) -> None:
+        self.g_s.compute_dtype = dtype
+        if self.post is not None:
+            self.post.compute_dtype = dtype
+
+
+PRECISIONS = ("auto", "float32", "bfloat16")
+PRECISION_ENV = "VAECODEC_PRECISION"
+
+
+def _native_bfloat16() -> bool:
+    """Whether this CPU does bfloat16 arithmetic in hardware (AVX512-BF16 or AMX), where oneDNN's
+    bfloat16 convolutions are several times faster than float32 ones; elsewhere they are emulated
+    and slower. Private torch probes, so a torch without them counts as no."""
+    probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    try:
+        return any(getattr(torch.cpu, name, lambda: False)() for name in probes)
+    except RuntimeError:
+        return False
+
+
+def synthesis_dtype(device: torch.device, precision: str | None = None) -> torch.dtype:
+    """The dtype the decoder's synthesis (g_s and the post-filter, without autograd) computes in.
+    ``precision``: "float32", "bfloat16", or "auto" (None: the ``VAECODEC_PRECISION`` environment
+    variable, default "auto"): bfloat16 on a CPU that has it natively, float32 elsewhere (CUDA
+    included). The encoder fits the Wiener filter to this same synthesis, and worker processes
+    inherit the environment, so one machine encodes and decodes alike. What bfloat16 costs in PSNR
+    and in pixels that differ from float32 is in ``bench/results/decode_speed.md``."""
+    choice = precision or os.environ.get(PRECISION_ENV) or "auto"
+    if choice not in PRECISIONS:
+        raise VaecodecError(f"precision must be one of {', '.join(PRECISIONS)}, got {choice!r}")
+    if choice == "auto":
+        choice = "bfloat16" if device.type == "cpu" and _native_bfloat16() else "float32"
+    return getattr(torch, choice)
+
+
+def load(model: str | os.PathLike | None = None, device: torch.device | str = "cpu",
+         precision: str | None = None) -> Model:
+    """The shipped model (by name; None: the default) or the model of a weights file, on a device,
+    its decoder's synthesis in ``precision`` (:func:`synthesis_dtype`). VaecodecError in one line
+    for a file that is damaged or does not fit its config."""
+    device = torch.device(device)
+    dtype = synthesis_dtype(device, precision)
     w = weights.read(weights.resolve(model))
     try:
-        return _build(w, torch.device(device))
+        built = _build(w, device)
     except (KeyError, TypeError, ValueError, RuntimeError) as exc:  # missing or misshapen tensors
         raise VaecodecError(f"{w.name} is a damaged vaecodec weights file ({type(exc).__name__}: "
                             f"{exc})") from None
+    built.set_synthesis_dtype(dtype)
+    return built
 
 
 def _build(w: weights.Weights, device: torch.device) -> Model:

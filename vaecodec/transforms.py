@@ -30,6 +30,9 @@ from torch.nn import functional as F
 
 from .quality import QualityScale
 
+# Pointwise work on large activations goes a band of about this many elements at a time.
+_BAND_ELEMENTS = 1 << 20
+
 
 class SimplifiedGDN(nn.Module):
     """``y = x / (beta + gamma @ |x|)`` (or its inverse, ``x * (...)``), per pixel across channels.
@@ -51,10 +54,27 @@ class SimplifiedGDN(nn.Module):
         self.gamma_sqrt = nn.Parameter(init)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        beta = self.beta_sqrt.square() + 1e-6
-        gamma = self.gamma_sqrt.square()[:, :, None, None]
+        beta, gamma = self._parameters_as(x.dtype)
         norm = F.conv2d(x.abs(), gamma, beta)
         return x * norm if self.inverse else x / norm
+
+    def _parameters_as(self, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+        beta = self.beta_sqrt.square() + 1e-6
+        gamma = self.gamma_sqrt.square()[:, :, None, None]
+        return beta.to(dtype), gamma.to(dtype)
+
+    def forward_(self, x: torch.Tensor) -> torch.Tensor:
+        """``forward`` without autograd, in place on x, a band of rows at a time: the same arithmetic
+        (each pixel's normalization reads only its own channels), without the three image-sized
+        temporaries (``|x|``, the norm, the product) that a large layer would otherwise allocate and
+        fault in afresh on every call; a band's temporaries stay in cache."""
+        beta, gamma = self._parameters_as(x.dtype)
+        rows = max(1, _BAND_ELEMENTS // (x.shape[0] * x.shape[1] * x.shape[3]))
+        for r0 in range(0, x.shape[2], rows):
+            band = x[:, :, r0 : r0 + rows]
+            norm = F.conv2d(band.abs(), gamma, beta)
+            band.mul_(norm) if self.inverse else band.div_(norm)
+        return x
 
 
 def _conv(cin: int, cout: int, k: int = 5, stride: int = 2) -> nn.Conv2d:
@@ -77,8 +97,32 @@ class AnalysisTransform(nn.Sequential):
         )
 
 
+def _phases(layer: nn.ConvTranspose2d) -> tuple[torch.Tensor, torch.Tensor]:
+    """A 5x5 stride-2 transposed convolution (padding 2, output padding 1) as a 3x3 convolution
+    (padding 1) to 4 times the channels and a 2x pixel shuffle: output pixel (2a + r, 2b + s) reads
+    the inputs a - 1 .. a + 1 (b - 1 .. b + 1) through the kernel taps of parity r (s). The same sums,
+    in a form that oneDNN runs much faster for few output channels. Weight (4 C_out, C_in, 3, 3), bias."""
+    w = layer.weight  # (C_in, C_out, 5, 5)
+    out = w.new_zeros(w.shape[1], 2, 2, w.shape[0], 3, 3)
+    taps = {0: ((0, 4), (1, 2), (2, 0)), 1: ((1, 3), (2, 1))}  # parity -> (3x3 position, 5x5 tap)
+    for r in (0, 1):
+        for s in (0, 1):
+            for i, ki in taps[r]:
+                for j, kj in taps[s]:
+                    out[:, r, s, :, i, j] = w[:, :, ki, kj].t()
+    return out.reshape(-1, w.shape[0], 3, 3), layer.bias.repeat_interleave(4)
+
+
 class SynthesisTransform(nn.Sequential):
-    """g_s: y_hat (B, M, h, w) -> RGB estimate (B, 3, 16h, 16w), not yet clamped to [0, 1]."""
+    """g_s: y_hat (B, M, h, w) -> RGB estimate (B, 3, 16h, 16w), not yet clamped to [0, 1].
+
+    With autograd (training, the encoder's latent search) it runs its layers as they are, in
+    float32. Without (decoding) it runs the same arithmetic laid out for speed, in ``compute_dtype``
+    (float32 unless the loader chose bfloat16, :func:`vaecodec.model.load`): GDN in place a band at
+    a time (:meth:`SimplifiedGDN.forward_`) and the last layer as a convolution and a pixel shuffle
+    (:func:`_phases`); the output is float32. In float32 that differs from the autograd path by
+    float rounding only; what bfloat16 costs is measured in ``bench/results/decode_speed.md``.
+    """
 
     def __init__(self, n: int, m: int) -> None:
         super().__init__(
@@ -87,6 +131,20 @@ class SynthesisTransform(nn.Sequential):
             _deconv(n, n), SimplifiedGDN(n, inverse=True),
             _deconv(n, 3),
         )
+        self.compute_dtype = torch.float32  # a plain attribute: not in the state dict
+
+    def forward(self, y: torch.Tensor) -> torch.Tensor:
+        if torch.is_grad_enabled():
+            return super().forward(y)
+        dt = self.compute_dtype
+        h = y.to(dt).contiguous(memory_format=torch.channels_last)
+        *hidden, last = self
+        for deconv, gdn in zip(hidden[::2], hidden[1::2], strict=True):
+            h = F.conv_transpose2d(h, deconv.weight.to(dt), deconv.bias.to(dt), deconv.stride,
+                                   deconv.padding, deconv.output_padding)
+            h = gdn.forward_(h)
+        weight, bias = _phases(last)
+        return F.pixel_shuffle(F.conv2d(h, weight.to(dt), bias.to(dt), padding=1), 2).float()
 
 
 class HyperAnalysis(nn.Sequential):
@@ -122,15 +180,23 @@ class PostFilter(nn.Module):
         with torch.no_grad():
             self.layers[-1].weight.zero_()
             self.layers[-1].bias.zero_()
+        self.compute_dtype = torch.float32  # of the residual, without autograd (as SynthesisTransform)
 
     def forward(self, x: torch.Tensor, level: torch.Tensor) -> torch.Tensor:
-        plane = (level.to(x.dtype) * self.LEVEL_SCALE)[:, None, None, None].expand(-1, 1, *x.shape[2:])
-        h = torch.cat([x, plane], dim=1)
+        """x plus the filter's residual. Without autograd the residual is computed in
+        ``compute_dtype`` and added to x in x's own dtype, so that the image keeps its precision
+        and only the (small) correction is rounded."""
+        fast = not torch.is_grad_enabled()
+        dt = self.compute_dtype if fast else x.dtype
+        plane = (level.to(dt) * self.LEVEL_SCALE)[:, None, None, None].expand(-1, 1, *x.shape[2:])
+        h = torch.cat([x.to(dt), plane], dim=1)
+        if fast:  # the layout of its weights (model.load), which oneDNN runs fastest
+            h = h.contiguous(memory_format=torch.channels_last)
         for i, layer in enumerate(self.layers):
-            h = layer(h)
+            h = F.conv2d(h, layer.weight.to(dt), layer.bias.to(dt), padding=1)
             if i < len(self.layers) - 1:
                 h = torch.relu(h)
-        return x + h
+        return x + h.to(x.dtype)
 
 
 # Padding: g_a downsamples by 16 and h_a by 4 more, so images are padded to multiples of 64.
