@@ -92,13 +92,14 @@ def test_precision_choice_and_its_fallback(monkeypatch):
     cpu, cuda = torch.device("cpu"), torch.device("cuda")
     monkeypatch.delenv(model.PRECISION_ENV, raising=False)
     monkeypatch.setattr(model, "_native_bfloat16", lambda: False)
-    assert model.synthesis_dtype(cpu) == torch.float32  # no native bfloat16: never emulated
+    assert model.synthesis_dtype(cpu, "auto") == torch.float32  # no native bfloat16: never emulated
     monkeypatch.setattr(model, "_native_bfloat16", lambda: True)
+    assert model.synthesis_dtype(cpu) == torch.float32  # the default keeps machines in agreement
+    assert model.synthesis_dtype(cpu, "auto") == torch.bfloat16
+    assert model.synthesis_dtype(cuda, "auto") == torch.float32
+    assert model.synthesis_dtype(cpu, "bfloat16") == torch.bfloat16
+    monkeypatch.setenv(model.PRECISION_ENV, "auto")
     assert model.synthesis_dtype(cpu) == torch.bfloat16
-    assert model.synthesis_dtype(cuda) == torch.float32
-    assert model.synthesis_dtype(cpu, "float32") == torch.float32
-    monkeypatch.setenv(model.PRECISION_ENV, "float32")
-    assert model.synthesis_dtype(cpu) == torch.float32
     monkeypatch.setenv(model.PRECISION_ENV, "half")
     with pytest.raises(VaecodecError, match="precision"):
         model.synthesis_dtype(cpu)

@@ -40,7 +40,7 @@ def test_golden_file_decodes_to_the_same_image(codec, path):
     assert out.shape == source.shape
     expected = golden["pixels"]
     # The synthesis is float: another CPU may round a few pixels the other way; one that runs it in
-    # bfloat16 (the default where the CPU has it) moves more of them, by as much as
+    # bfloat16 (opt-in, VAECODEC_PRECISION or precision=) moves more of them, by as much as
     # bench/results/decode_speed.md measures on Kodak. The pixels were made in float32.
     bf16 = codec.model.synthesis_dtype == torch.bfloat16
     assert np.abs(out.astype(int) - expected).max() <= (3 if bf16 else 2)

@@ -206,14 +206,15 @@ class Codec:
     """
 
     def __init__(self, model: str | os.PathLike | None = None, device: str | torch.device = "auto",
-                 max_pixels: int | None = None) -> None:
+                 max_pixels: int | None = None, precision: str | None = None) -> None:
         self.device = resolve_device(device)
         limit = container.MAX_PIXELS if max_pixels is None or max_pixels == 0 else int(max_pixels)
         if limit < 0:
             raise VaecodecError(f"max_pixels must be 0 (no limit) or positive, got {max_pixels}")
         self.max_pixels = min(limit, container.MAX_PIXELS)
         self.source = None if model is None else os.fspath(model)  # what worker processes load
-        self.model: Model = load(model, self.device)
+        self.precision = precision
+        self.model: Model = load(model, self.device, precision)
 
     @property
     def default_batch_size(self) -> int:
@@ -322,7 +323,7 @@ class Codec:
                     yield from task(self, (chunk, request))
                 return
             spec = pipeline.CodecSpec(self.source, str(self.device), self.max_pixels,
-                                      pipeline.threads_per_worker(workers))
+                                      pipeline.threads_per_worker(workers), self.precision)
             with pipeline.Pool(spec, workers) as pool:
                 jobs = (([_portable(x) for x in chunk], request) for chunk in pipeline.chunks(items, size))
                 for done in pool.map(task, jobs):

@@ -104,12 +104,14 @@ def _native_bfloat16() -> bool:
 
 def synthesis_dtype(device: torch.device, precision: str | None = None) -> torch.dtype:
     """The dtype the decoder's synthesis (g_s and the post-filter, without autograd) computes in.
-    ``precision``: "float32", "bfloat16", or "auto" (None: the ``VAECODEC_PRECISION`` environment
-    variable, default "auto"): bfloat16 on a CPU that has it natively, float32 elsewhere (CUDA
-    included). The encoder fits the Wiener filter to this same synthesis, and worker processes
-    inherit the environment, so one machine encodes and decodes alike. What bfloat16 costs in PSNR
-    and in pixels that differ from float32 is in ``bench/results/decode_speed.md``."""
-    choice = precision or os.environ.get(PRECISION_ENV) or "auto"
+    ``precision``: "float32" (None: the ``VAECODEC_PRECISION`` environment variable, else this),
+    "bfloat16", or "auto": bfloat16 on a CPU that has it natively, float32 elsewhere (CUDA
+    included). float32 is the default because it is what keeps decoded pixels within a grey level,
+    on a fraction of a percent of them, across machines (docs/format.md); bfloat16 is the fast
+    choice where the CPU has it, for those who accept more such differences. The encoder fits the
+    Wiener filter to this same synthesis. What bfloat16 costs in PSNR and in pixels that differ
+    from float32 is in ``bench/results/decode_speed.md``."""
+    choice = precision or os.environ.get(PRECISION_ENV) or "float32"
     if choice not in PRECISIONS:
         raise VaecodecError(f"precision must be one of {', '.join(PRECISIONS)}, got {choice!r}")
     if choice == "auto":

@@ -81,12 +81,14 @@ def chunks(items: Iterable[T], size: int) -> Iterator[list[T]]:
 @dataclass(frozen=True)
 class CodecSpec:
     """What a worker needs to load the same codec as its parent: the model (a shipped name, a path or
-    None for the default), the device and the pixel limit."""
+    None for the default), the device, the pixel limit, its torch threads and the synthesis's
+    precision."""
 
     model: str | None
     device: str
-    max_pixels: int
+    max_pixels: int | None
     threads: int
+    precision: str | None = None
 
 
 _codec: Codec | None = None
@@ -108,7 +110,7 @@ def _init_worker(spec: CodecSpec) -> None:
     from .codec import Codec
 
     try:
-        _codec = Codec(spec.model, spec.device, spec.max_pixels)
+        _codec = Codec(spec.model, spec.device, spec.max_pixels, spec.precision)
     except VaecodecError as exc:
         _init_error = exc
     # from here on a stop unwinds the task being run; until here it ends the process as by default
