@@ -4,13 +4,14 @@ memory and the same bytes out, and what starting Ray costs.
     python -m bench.ray_bench [--data DIR] [--limit N] [--quality 7] [--copies 1 3] [--repeat 2]
 
 Plain: ``Codec.compress_batch`` on the images' file bytes, with each torch thread count from 1 to the
-machine's CPUs (model load not timed). Ray: a local Ray on all CPUs (start-up timed on its own), then
-``raydata.compress_stage`` over ``ray.data.from_items`` of the same bytes, collected on the driver, for
-each pool (actors x torch threads); a run's time includes starting its actors (each imports torch and
-loads the model), so Kodak is also coded ``--copies`` times over in one run to split that fixed cost
-from the per-image rate. Last, ``raydata.compress_dataset`` on the Kodak folder, file to file, as
-``python -m vaecodec.raydata compress`` runs it. Every Ray output is checked against the plain one.
-Results: bench/results/ray.md.
+machine's CPUs (model load not timed), before Ray and again after it. Ray: a local Ray on all CPUs
+(start-up timed on its own), then ``raydata.compress_stage`` over ``ray.data.from_items`` of the same
+bytes, collected on the driver, with the default pool (one single-threaded actor per CPU) and with one
+actor of all the threads; a run's time includes starting its actors (each imports torch and loads the
+model), so with the default pool Kodak is also coded ``--copies`` times over in one run to split that
+fixed cost from the per-image rate. Last, ``raydata.compress_dataset`` on the
+Kodak files, file to file, as ``python -m vaecodec.raydata compress`` runs it. Every Ray output is
+checked against the plain one. Results: bench/results/ray.md.
 """
 
 from __future__ import annotations
@@ -72,13 +73,19 @@ def main(argv: list[str] | None = None) -> None:
     cpus = os.cpu_count() or 1
     n = len(blobs)
 
-    rows, want = [], None
-    for threads in range(1, cpus + 1):
-        seconds, out = plain(blobs, args.quality, threads, args.repeat)
-        want = want or out
-        assert out == want
-        rows.append(("plain `Codec.compress_batch`", f"1 process x {threads} threads", n, seconds))
-        print(rows[-1], flush=True)
+    rows, want, load = [], [], [os.getloadavg()[0]]
+
+    def plain_rows(when: str) -> None:
+        """Plain, before Ray and again after it: a machine shared with others shows it as a change."""
+        for threads in range(1, cpus + 1):
+            seconds, out = plain(blobs, args.quality, threads, args.repeat)
+            want[:] = want or out
+            assert out == want
+            workers = f"1 process x {threads} {_threads(threads)}"
+            rows.append((f"plain `Codec.compress_batch` ({when})", workers, n, seconds))
+            print(rows[-1], flush=True)
+
+    plain_rows("before Ray")
 
     import ray
 
@@ -86,12 +93,12 @@ def main(argv: list[str] | None = None) -> None:
     startup, _ = timed(lambda: ray.init(num_cpus=cpus, include_dashboard=False, logging_level=logging.WARNING,
                                         log_to_driver=False))
     ray.data.DataContext.get_current().enable_progress_bars = False
-    for actors, threads in [(cpus, 1), (1, cpus)]:
-        for copies in args.copies:
+    for actors, threads, copies_list in [(cpus, 1, args.copies), (1, cpus, args.copies[:1])]:
+        for copies in copies_list:
             seconds, out = on_ray(ray, blobs * copies, args.quality, actors, threads, args.repeat)
             assert out == want * copies, "Ray's bytes differ from compress_batch's"
-            rows.append(("Ray `compress_stage`, in memory", f"up to {actors} actors x {threads} threads",
-                         n * copies, seconds))
+            rows.append(("Ray `compress_stage`, in memory",
+                         f"up to {actors} actors x {threads} {_threads(threads)}", n * copies, seconds))
             print(rows[-1], flush=True)
     with tempfile.TemporaryDirectory() as tmp:
         summary = raydata.compress_dataset([str(f) for f in files], tmp, quality=args.quality, progress=False)
@@ -101,14 +108,18 @@ def main(argv: list[str] | None = None) -> None:
                  summary.seconds))
     print(rows[-1], flush=True)
     shutdown, _ = timed(ray.shutdown)
+    plain_rows("after Ray")
+    load.append(os.getloadavg()[0])
 
-    best_plain = min(s / k for _, _, k, s in rows[:cpus])
+    best_plain = min(s / k for path, _, k, s in rows if path.startswith("plain"))
     lines = [f"# Ray Data against the plain batch API (kodak, {n} images, quality {args.quality:g}, CPU)", "",
              *environment("cpu", f"1 to {cpus}"), f"- ray {ray.__version__}", "",
              "Wall seconds to compress the images (median of the runs), file bytes in memory unless said; "
              "every Ray output is byte for byte the plain one. A Ray run's seconds include starting its "
              "actors (each imports torch and loads the model); starting and stopping Ray itself are "
-             "apart, below. `vs best plain`: the run's seconds per image over the best plain setting's.", "",
+             "apart, below. `vs best plain`: the run's seconds per image over the best plain setting's. "
+             f"1-minute load average at the start {load[0]:.2f}, at the end {load[1]:.2f} (this run alone "
+             f"keeps it near {cpus}).", "",
              "| path | workers | images | seconds | images/s | vs best plain |", "|---|---|---|---|---|---|"]
     lines += [f"| {path} | {workers} | {k} | {s:.2f} | {k / s:.3f} | {s / k / best_plain:.2f}x |"
               for path, workers, k, s in rows]
@@ -122,6 +133,10 @@ def main(argv: list[str] | None = None) -> None:
                      f"run {s1 - k1 / rate:.2f} s")
     args.out.write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
+
+
+def _threads(k: int) -> str:
+    return "thread" if k == 1 else "threads"
 
 
 if __name__ == "__main__":
