@@ -325,14 +325,14 @@ def test_unwritable_output_folder_simulated(run, tmp_path, monkeypatch):
     """A folder that refuses new files (EACCES, as a read-only one does for a user other than root):
     one line, the batch goes on, nothing left behind."""
     locked, free = _png(tmp_path / "locked" / "x.png"), _png(tmp_path / "free" / "y.png", seed=1)
-    real = files.tempfile.mkstemp
+    real = files.os.open
 
-    def mkstemp(*args, dir=None, **kwargs):
-        if Path(dir).name == "locked":
+    def os_open(path, *args, **kwargs):
+        if Path(path).parent.name == "locked":
             raise PermissionError(13, "Permission denied")
-        return real(*args, dir=dir, **kwargs)
+        return real(path, *args, **kwargs)
 
-    monkeypatch.setattr(files.tempfile, "mkstemp", mkstemp)
+    monkeypatch.setattr(files.os, "open", os_open)
     result = run("compress", locked, free, "-j", "1")  # here: the patch is in this process
     assert result.exit_code == 1
     _one_error(result.stderr, "x.vaez", "Permission denied")

@@ -94,3 +94,23 @@ def test_cli_jobs_give_the_same_files_and_report_a_bad_input(tmp_path):
     back = run("decompress", "two/", "-r", "-o", "back/", "-j", "2", "-Q")
     assert back.returncode == 0, back.stderr
     assert sorted(p.name for p in (tmp_path / "back").iterdir()) == ["im0.png", "im1.png", "im2.png"]
+
+
+def test_a_stopped_worker_leaves_no_temporary_file(tmp_path):
+    """What a worker's SIGTERM handler does first: delete the temporary files being written, since
+    the exception it raises next may land where write_atomic cannot clean up."""
+    from vaecodec import files
+
+    seen = []
+
+    def writer(f):
+        f.write(b"partial")
+        seen.extend(p.name for p in tmp_path.iterdir())
+        files.remove_partial_outputs()
+        assert not list(tmp_path.iterdir())
+        raise SystemExit(143)
+
+    with pytest.raises(SystemExit):
+        files.write_atomic(tmp_path / "out.vaez", writer)
+    assert len(seen) == 1 and seen[0].startswith(".out.vaez.") and seen[0].endswith(".tmp")
+    assert not list(tmp_path.iterdir()) and not files._in_progress

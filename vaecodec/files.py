@@ -8,7 +8,7 @@ unless the caller says so (``force``).
 from __future__ import annotations
 
 import os
-import tempfile
+import secrets
 from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
@@ -16,6 +16,17 @@ from typing import BinaryIO
 from .errors import OutputError, VaecodecError
 
 FileInput = bytes | bytearray | memoryview | str | os.PathLike | BinaryIO
+
+# temporary files being written now: what remove_partial_outputs() deletes
+_in_progress: set[Path] = set()
+
+
+def remove_partial_outputs() -> None:
+    """Delete every temporary file :func:`write_atomic` is writing now. For a signal handler that
+    ends the process by raising: the exception may land between the file's creation and the code
+    that would clean it up, so the handler clears first."""
+    for tmp in list(_in_progress):
+        tmp.unlink(missing_ok=True)
 
 
 def read_bytes(src: FileInput) -> bytes:
@@ -47,12 +58,16 @@ def write_atomic(path: str | os.PathLike, writer: Callable[[BinaryIO], object], 
     """Run ``writer(file)`` on a temporary file next to ``path``, then rename it into place."""
     path = Path(path)
     check_writable(path, force)
+    # the name is made here so that it is known before the file exists (remove_partial_outputs)
+    tmp = path.parent / f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
+    _in_progress.add(tmp)
     try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except OSError as exc:
+        _in_progress.discard(tmp)
         raise OutputError(f"{path}: cannot write ({exc.strerror or exc})") from None
     try:
-        # mkstemp creates the file private (0600); give it the mode a plain open() would, as other
+        # the file is created private (0600); give it the mode a plain open() would, as other
         # encoders' outputs have (0644 under the usual umask)
         umask = os.umask(0)
         os.umask(umask)
@@ -61,7 +76,9 @@ def write_atomic(path: str | os.PathLike, writer: Callable[[BinaryIO], object], 
             writer(f)
         os.replace(tmp, path)
     except BaseException as exc:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         if isinstance(exc, OSError):
             raise OutputError(f"{path}: cannot write ({exc.strerror or exc})") from None
         raise
+    finally:
+        _in_progress.discard(tmp)

@@ -38,6 +38,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from .errors import VaecodecError
+from .files import remove_partial_outputs
 
 if TYPE_CHECKING:
     from .codec import Codec
@@ -96,7 +97,8 @@ _init_error: VaecodecError | None = None
 
 
 def _terminate(signum: int, frame: Any) -> None:
-    raise SystemExit(128 + signum)  # unwinds: write_atomic removes its temporary file
+    remove_partial_outputs()  # first: the exit may land where write_atomic cannot clean up
+    raise SystemExit(128 + signum)
 
 
 def _init_worker(spec: CodecSpec) -> None:
