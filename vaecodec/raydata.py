@@ -57,9 +57,12 @@ VAEZ = ".vaez"
 # Rows per actor call: two network batches on a GPU; on a CPU the network batch is 1 anyway, and
 # single rows spread the work evenly over the actors.
 IMAGES_PER_CALL = {"cuda": 16, "cpu": 1}
-# Reading and writing files is I/O: those tasks reserve no CPU. On a cluster without GPUs the CPUs are
-# the actors', and a read task waiting for a CPU that an actor holds would wait forever.
+# Reading and writing files is I/O: those tasks reserve no CPU (on a cluster without GPUs the CPUs are
+# the actors', and a read task waiting for a CPU that an actor holds would wait forever).
 IO: dict[str, Any] = {"num_cpus": 0}
+# Read tasks at a time, per actor: each starts a Ray worker process, which on a few CPUs costs more
+# than the reading, but a GPU codes images many times faster than a CPU core and must be kept fed.
+READS_PER_ACTOR = {"cuda": 4, "cpu": 1}
 SUMMARY_COLUMNS = ["name", "width", "height", "bytes", "error"]
 
 
@@ -224,13 +227,21 @@ def _image_format(name: str) -> str:
 @dataclass(frozen=True)
 class _Inputs:
     """What a run reads: files (paths on ``filesystem``: images, .vaez or Parquet files), the folder
-    inputs they were found in, and the name of every row (image or .vaez file: its path under its
-    folder input, or its base name when given as a file; Parquet: the name column)."""
+    inputs they were found in, the name of every row (image or .vaez file: its path under its folder
+    input, or its base name when given as a file; Parquet: the name column), and for Parquet the
+    columns (name, data) read."""
 
     filesystem: pafs.FileSystem
     paths: list[str]
     folders: list[str]
     names: list[str]
+    columns: tuple[str, str] | None = None
+
+    @property
+    def actor_columns(self) -> dict[str, str]:
+        """The actors' columns: the Parquet ones, or those :func:`_read` makes of files."""
+        name, data = self.columns or ("name", "bytes")
+        return {"name_column": name, "input_column": data}
 
 
 def _filesystem(src: str) -> tuple[pafs.FileSystem, str]:
@@ -309,7 +320,7 @@ def _parquet_inputs(srcs: list[str], name_column: str, input_column: str) -> _In
         raise VaecodecError(f"{where}: cannot read Parquet ({_one_line(exc)})") from None
     if any(n is None for n in names):
         raise VaecodecError(f"{where}: column {name_column!r} has empty names")
-    return _Inputs(inputs.filesystem, inputs.paths, [], [str(n) for n in names])
+    return _Inputs(inputs.filesystem, inputs.paths, [], [str(n) for n in names], (name_column, input_column))
 
 
 def _inputs(src: str | os.PathLike | Sequence[str | os.PathLike], input_format: Format, name_column: str,
@@ -322,14 +333,16 @@ def _inputs(src: str | os.PathLike | Sequence[str | os.PathLike], input_format: 
     return _list(srcs, wanted, what)
 
 
-def _read(ray: Any, input_format: Format, inputs: _Inputs, name_column: str, input_column: str) -> Any:
-    """The dataset of inputs: the files' bytes with their names, or two columns of Parquet files."""
-    if input_format == "parquet":
-        return ray.data.read_parquet(inputs.paths, filesystem=inputs.filesystem, **IO).select_columns(
-            [name_column, input_column], **IO)
+def _read(ray: Any, inputs: _Inputs, tasks: int) -> Any:
+    """The dataset of inputs, read by ``tasks`` tasks at a time (a task reads one file or more): the
+    files' bytes with their names, or two columns of Parquet files."""
+    tasks = min(tasks, len(inputs.paths))
+    if inputs.columns is not None:
+        return ray.data.read_parquet(inputs.paths, filesystem=inputs.filesystem, concurrency=tasks, **IO
+                                     ).select_columns(list(inputs.columns), **IO)
     # a file removed since it was listed is left out, and reported as not read at the end
     files = ray.data.read_binary_files(inputs.paths, filesystem=inputs.filesystem, include_paths=True,
-                                       ignore_missing_paths=True, **IO)
+                                       ignore_missing_paths=True, concurrency=tasks, **IO)
     return files.map_batches(_with_names, fn_kwargs={"folders": inputs.folders}, batch_format="numpy", **IO)
 
 
@@ -484,11 +497,25 @@ def _connected(engine: _Engine) -> Iterator[Any]:
             ray.shutdown()
 
 
-def _stage(ds: Any, actor: type[_CodecActor], num_actors: int | None, threads: int | None, device: Device,
-           images_per_call: int | None, options: dict[str, Any]) -> Any:
-    """``ds`` coded by a pool of ``actor``: up to one actor per GPU, one GPU each, when the cluster has
-    GPUs (unless ``device`` is "cpu"), else up to one per ``threads`` CPUs (default 1), ``threads``
-    CPUs each; ``num_actors`` caps the pool."""
+@dataclass(frozen=True)
+class _Pool:
+    """The actors of a run: at most ``size``, each with Ray ``resources``, each a Codec on ``device``
+    with ``threads`` torch threads."""
+
+    size: int
+    resources: dict[str, Any]
+    device: str
+    threads: int | None
+
+    @property
+    def reads(self) -> int:
+        """Read tasks at a time."""
+        return self.size * READS_PER_ACTOR[self.device]
+
+
+def _pool(num_actors: int | None, threads: int | None, device: Device) -> _Pool:
+    """Up to one actor per GPU, one GPU each, when the cluster has GPUs (unless ``device`` is "cpu"),
+    else up to one per ``threads`` CPUs (default 1), ``threads`` CPUs each; ``num_actors`` caps it."""
     import ray
 
     resources = ray.cluster_resources()
@@ -496,17 +523,22 @@ def _stage(ds: Any, actor: type[_CodecActor], num_actors: int | None, threads: i
     if device == "cuda" and not gpus:
         raise VaecodecError("device 'cuda' requested but the Ray cluster has no GPUs")
     if gpus and device != "cpu":
-        most, each, where = gpus, {"num_gpus": 1}, {"device": "cuda", "threads": threads}
-    else:
-        threads = threads or 1
-        most, each = max(1, cpus // threads), {"num_cpus": threads}
-        where = {"device": "cpu", "threads": threads}
+        return _Pool(num_actors or gpus, {"num_gpus": 1}, "cuda", threads)
+    threads = threads or 1
+    return _Pool(num_actors or max(1, cpus // threads), {"num_cpus": threads}, "cpu", threads)
+
+
+def _stage(ds: Any, actor: type[_CodecActor], pool: _Pool, images_per_call: int | None,
+           options: dict[str, Any]) -> Any:
+    """``ds`` coded by ``pool``'s actors, ``images_per_call`` rows per call."""
+    import ray
+
     # a pool that grows from one actor as work queues up: one that took every CPU at the start would
     # leave none for the tasks Ray Data runs itself (listing Parquet files) and wait forever
-    pool = ray.data.ActorPoolStrategy(min_size=1, max_size=num_actors or most)
-    per_call = images_per_call or IMAGES_PER_CALL[where["device"]]
-    return ds.map_batches(actor, fn_constructor_kwargs={**options, **where}, compute=pool,
-                          batch_size=per_call, batch_format="numpy", **each)
+    strategy = ray.data.ActorPoolStrategy(min_size=1, max_size=pool.size)
+    options = {**options, "device": pool.device, "threads": pool.threads}
+    return ds.map_batches(actor, fn_constructor_kwargs=options, compute=strategy, batch_format="numpy",
+                          batch_size=images_per_call or IMAGES_PER_CALL[pool.device], **pool.resources)
 
 
 def compress_stage(ds: Any, *, num_actors: int | None = None, threads: int | None = None,
@@ -515,18 +547,18 @@ def compress_stage(ds: Any, *, num_actors: int | None = None, threads: int | Non
     actor pool :func:`compress_dataset` uses. ``options``: :class:`CompressActor`'s (the columns,
     quality, ...). Ray must be initialized; a pipeline of your own (``read_images``, WebDataset shards)
     goes through here."""
-    return _stage(ds, CompressActor, num_actors, threads, device, images_per_call, options)
+    return _stage(ds, CompressActor, _pool(num_actors, threads, device), images_per_call, options)
 
 
 def decompress_stage(ds: Any, *, num_actors: int | None = None, threads: int | None = None,
                      device: Device = "auto", images_per_call: int | None = None, **options: Any) -> Any:
     """A Ray Data stage: .vaez rows -> image-file rows, as :func:`compress_stage`; ``options``:
     :class:`DecompressActor`'s."""
-    return _stage(ds, DecompressActor, num_actors, threads, device, images_per_call, options)
+    return _stage(ds, DecompressActor, _pool(num_actors, threads, device), images_per_call, options)
 
 
-def _run(actor: type[_CodecActor], engine: _Engine, inputs: _Inputs, read: Callable[[Any], Any], dst: str,
-         ext: str, options: dict[str, Any]) -> Summary:
+def _run(actor: type[_CodecActor], engine: _Engine, inputs: _Inputs, dst: str, ext: str,
+         options: dict[str, Any]) -> Summary:
     """Check the outputs, then read, code with a pool of ``actor`` and write: the part compress and
     decompress share."""
     if engine.output_format == "files":
@@ -545,8 +577,9 @@ def _run(actor: type[_CodecActor], engine: _Engine, inputs: _Inputs, read: Calla
     with _connected(engine) as ray:
         summary.startup_seconds = time.perf_counter() - start
         start = time.perf_counter()
-        coded = _stage(read(ray), actor, engine.num_actors, engine.threads, engine.device,
-                       engine.images_per_call, options)
+        pool = _pool(engine.num_actors, engine.threads, engine.device)
+        coded = _stage(_read(ray, inputs, pool.reads), actor, pool, engine.images_per_call,
+                       {**options, **inputs.actor_columns})
         if engine.output_format == "files":
             for rows in coded.iter_batches(batch_size=None, batch_format="pyarrow"):
                 count(_write_files(rows, where, engine.force))
@@ -623,9 +656,8 @@ def compress_dataset(
                      lambda p: posixpath.splitext(p)[1].lower() in image.IMAGE_EXTENSIONS, "image files")
     options = {"quality": quality, "effort": effort, "wiener": wiener, "strip": strip,
                "target_bpp": target_bpp, "target_size": target_size, "target_psnr": target_psnr,
-               "model": model, "max_pixels": max_pixels, **_columns(input_format, name_column, image_column)}
-    return _run(CompressActor, engine, inputs,
-                lambda ray: _read(ray, input_format, inputs, name_column, image_column), dst, VAEZ, options)
+               "model": model, "max_pixels": max_pixels}
+    return _run(CompressActor, engine, inputs, dst, VAEZ, options)
 
 
 def decompress_dataset(
@@ -669,16 +701,8 @@ def decompress_dataset(
     inputs = _inputs(src, input_format, name_column, data_column, lambda p: p.lower().endswith(VAEZ),
                      ".vaez files")
     options = {"image_format": image_format, "out_quality": out_quality, "model": model,
-               "max_pixels": max_pixels, **_columns(input_format, name_column, data_column)}
-    return _run(DecompressActor, engine, inputs,
-                lambda ray: _read(ray, input_format, inputs, name_column, data_column), dst, ext, options)
-
-
-def _columns(input_format: Format, name_column: str, input_column: str) -> dict[str, str]:
-    """The actor's columns: those of the Parquet input, or those :func:`_read` makes of files."""
-    if input_format == "parquet":
-        return {"name_column": name_column, "input_column": input_column}
-    return {"name_column": "name", "input_column": "bytes"}
+               "max_pixels": max_pixels}
+    return _run(DecompressActor, engine, inputs, dst, ext, options)
 
 
 # ---- python -m vaecodec.raydata ----------------------------------------------------------------
