@@ -147,6 +147,16 @@ def test_stage_in_a_pipeline_to_webdataset(local_ray, photos, codec, tmp_path):
         assert (meta["name"], meta["bytes"], meta["quality"]) == (str(photos / name), len(data), QUALITY)
 
 
+def test_stage_on_read_images(local_ray, photos, codec):
+    """read_images hands the actors decoded pixels: coded as the Codec codes those arrays."""
+    pixels = ray.data.read_images(str(photos / "sub"), include_paths=True)
+    rows = raydata.compress_stage(pixels, input_column="image", quality=QUALITY).take_all()
+    assert len(rows) == 2
+    for row in rows:
+        want = codec.compress(np.asarray(Image.open(row["name"])), quality=QUALITY)
+        assert row["data"] == want and row["error"] is None, row["name"]
+
+
 def test_actor_codes_bytes_arrays_and_nulls(codec, make_image):
     """What read_images and a failed earlier row give the actor: arrays are coded as the Codec codes
     them, a null or an unreadable file is that row's error, in place."""
