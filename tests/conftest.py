@@ -79,3 +79,22 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture
+def run():
+    """The CLI in this process: run(*args, input=None) -> click's Result, checked to have ended by
+    sys.exit (never an uncaught exception) and to print no traceback."""
+    from click.testing import CliRunner
+
+    from vaecodec.cli import main
+
+    runner = CliRunner()
+
+    def invoke(*args, input=None):
+        result = runner.invoke(main, [str(a) for a in args], input=input)
+        assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
+        assert "Traceback" not in result.output
+        return result
+
+    return invoke

@@ -11,25 +11,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
 from PIL import Image
 
 import vaecodec
 from vaecodec import Codec, cli, container
-from vaecodec.cli import main
-
-
-@pytest.fixture
-def run():
-    runner = CliRunner()
-
-    def invoke(*args, input=None):
-        result = runner.invoke(main, [str(a) for a in args], input=input)
-        assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
-        assert "Traceback" not in result.output
-        return result
-
-    return invoke
 
 
 def _clean_error(result, *needles: str) -> None:

@@ -21,7 +21,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
 from conftest import png_header_only, smooth_image
 from PIL import Image
 
@@ -36,25 +35,11 @@ from vaecodec import (
     files,
     metadata,
 )
-from vaecodec.cli import main
 
 MEMORY_LIMIT = 4_000_000_000  # RLIMIT_AS of the CLI subprocesses: what a careful service would set
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
-
-
-@pytest.fixture
-def run():
-    runner = CliRunner()
-
-    def invoke(*args):
-        result = runner.invoke(main, [str(a) for a in args])
-        assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
-        assert "Traceback" not in result.output
-        return result
-
-    return invoke
 
 
 def _errors(stderr: str) -> list[str]:
